@@ -1,0 +1,368 @@
+"""`kit.py setup`: the seed README's steps 1-5, end to end, into a virtual environment.
+
+Every step is idempotent and remembers what it did (in <venv>/flashocc-kit-state.json), so a
+second run only verifies. The mmcv wheel, the slow part, is cached in the kit cache keyed by the
+content of the patched mmcv source, the torch version, the Python and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gitutil, sources
+from .errors import KitError
+from .pins import KIT_ROOT, cache_dir, default_sources_dir
+from .workspace import Workspace
+
+REQUIREMENTS = KIT_ROOT / "requirements.txt"
+# Lines of requirements.txt that belong to the torch build; skipped when the user keeps a torch.
+TORCH_FAMILY = ("torch", "torchvision", "triton", "nvidia-")
+# DrivingSDK publishes mx-driving wheels on PyPI for these torch releases only.
+MX_DRIVING_TORCH = ((2, 6), (2, 7), (2, 8))
+DRIVING_SDK_SOURCE = "https://gitee.com/ascend/DrivingSDK"
+STATE_FILE = "flashocc-kit-state.json"
+
+
+def cann_home() -> Path | None:
+    """The CANN toolkit, if this is an Ascend host."""
+    for var in ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH"):
+        if os.environ.get(var) and Path(os.environ[var]).is_dir():
+            return Path(os.environ[var])
+    default = Path("/usr/local/Ascend/ascend-toolkit/latest")
+    return default if default.is_dir() else None
+
+
+def build_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def requirement_name(line: str) -> str:
+    for sep in ("==", ">=", "<=", "<", ">", "~=", "!=", ";", "[", " "):
+        line = line.split(sep)[0]
+    return line.strip().lower()
+
+
+def stack_requirements(keep_torch: bool) -> list[str]:
+    """The pinned lines of requirements.txt, minus the torch family when torch is kept."""
+    lines = []
+    for raw in REQUIREMENTS.read_text().splitlines():
+        line = raw.split("#")[0].strip()
+        if not line:
+            continue
+        if keep_torch and requirement_name(line).startswith(TORCH_FAMILY):
+            continue
+        lines.append(line)
+    return lines
+
+
+@dataclass
+class Runner:
+    """Runs commands for one setup, each with its own log file, and fails with the evidence."""
+
+    log_dir: Path
+    step: int = 0
+    total: int = 0
+    state: dict = field(default_factory=dict)
+
+    def begin(self, title: str) -> float:
+        self.step += 1
+        print(f"[{self.step}/{self.total}] {title}", flush=True)
+        return time.monotonic()
+
+    @staticmethod
+    def done(started: float, what: str) -> None:
+        print(f"      {what} ({time.monotonic() - started:.0f} s)", flush=True)
+
+    def run(self, name: str, cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"setup-{self.step:02d}-{name}.log"
+        with log.open("w") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n(cwd {cwd or os.getcwd()})\n\n")
+            fh.flush()
+            proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=fh,
+                                  stderr=subprocess.STDOUT, text=True)
+        output = log.read_text()
+        if proc.returncode != 0:
+            tail = "\n".join(output.splitlines()[-25:])
+            raise KitError(f"setup step {self.step} ({name}) failed with exit {proc.returncode}.\n"
+                           f"command: {' '.join(cmd)}\nlog: {log}\nlast lines:\n{tail}")
+        return output
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def probe(python: Path, code: str) -> dict:
+    """Run a snippet in the target interpreter and return the JSON it prints."""
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:] or ["?"]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+TORCH_PROBE = """
+import json
+try:
+    import torch
+    print(json.dumps({"torch": torch.__version__, "npu": __import__("importlib.util").util.find_spec("torch_npu") is not None}))
+except ImportError:
+    print(json.dumps({"torch": None}))
+"""
+
+VERSIONS_PROBE = """
+import json
+from importlib import metadata
+out = {}
+for name in json.loads(%r):
+    try:
+        out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        out[name] = None
+print(json.dumps(out))
+"""
+
+
+def installed_versions(python: Path, names: list[str]) -> dict[str, str | None]:
+    return probe(python, VERSIONS_PROBE % json.dumps(names))
+
+
+def unsatisfied(python: Path, pins: list[str]) -> list[str]:
+    """Pinned `name==version` lines not installed at exactly that version."""
+    exact = {}
+    for line in pins:
+        spec = line.split(";")[0].strip()
+        if "==" in spec:
+            name, version = spec.split("==", 1)
+            exact[name.strip()] = version.strip()
+    have = installed_versions(python, list(exact))
+    return [f"{n}=={v} (have {have.get(n)})" for n, v in exact.items() if have.get(n) != v]
+
+
+def mmcv_cache_key(mmcv_dir: Path, torch_version: str, force_npu: bool) -> str:
+    """What the built mmcv depends on: its patched source, torch, Python, machine, NPU build."""
+    parts = [gitutil.content_tree_id(mmcv_dir), torch_version, platform.python_version(),
+             platform.machine(), f"npu={force_npu}"]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def editable_location(python: Path, module: str) -> str | None:
+    info = probe(python, f"import json, importlib.util as u; s = u.find_spec({module!r}); "
+                         "print(json.dumps({'origin': s.origin if s else None}))")
+    return info.get("origin")
+
+
+@dataclass
+class SetupOptions:
+    workspace: Path
+    venv: Path
+    from_dir: Path | None
+    base_python: Path
+    torch_mode: str  # auto | keep | install
+
+
+def decide_keep_torch(opts: SetupOptions) -> tuple[bool, str]:
+    base = probe(opts.base_python, TORCH_PROBE)
+    has_torch = bool(base.get("torch"))
+    if opts.torch_mode == "keep" and not has_torch:
+        raise KitError(f"--torch keep: {opts.base_python} has no torch to keep. "
+                       "Fix: use --torch install, or --python pointing at the interpreter with torch.")
+    keep = has_torch if opts.torch_mode == "auto" else opts.torch_mode == "keep"
+    why = (f"keeping torch {base['torch']} of {opts.base_python}" + (" (with torch_npu)" if base.get("npu") else "")
+           if keep else "installing torch from requirements.txt")
+    return keep, why
+
+
+def setup(opts: SetupOptions) -> None:
+    ws = Workspace.at(opts.workspace)
+    runner = Runner(ws.kit_state / "logs", total=9)
+    python = venv_python(opts.venv)
+    state_path = opts.venv / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+
+    def save() -> None:
+        state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    t = runner.begin("sources: each upstream project at its pin")
+    for project in ws.select(None):
+        sources.obtain(project, ws.root, opts.from_dir, log=lambda m: print(f"      {m}"))
+    runner.done(t, "sources ready")
+
+    t = runner.begin("patches: apply, all or nothing per project")
+    ws.apply_all(log=lambda m: print(f"      {m}"))
+    runner.done(t, "patches applied")
+
+    t = runner.begin(f"virtual environment {opts.venv}")
+    keep_torch, why = decide_keep_torch(opts) if not python.exists() else (state.get("keep_torch", False), "")
+    if not python.exists():
+        cmd = [str(opts.base_python), "-m", "venv", str(opts.venv)]
+        if keep_torch:
+            cmd.insert(3, "--system-site-packages")
+        runner.run("venv", cmd)
+        state.clear()
+        state["keep_torch"] = keep_torch
+        save()
+    runner.done(t, why or f"reused ({'torch kept from the base interpreter' if keep_torch else 'own torch'})")
+
+    t = runner.begin("Python stack from requirements.txt")
+    pins = stack_requirements(keep_torch)
+    missing = unsatisfied(python, pins)
+    if missing:
+        req = ws.kit_state / "requirements-selected.txt"
+        req.write_text("\n".join(pins) + "\n")
+        runner.run("pip-stack", [str(python), "-m", "pip", "install", "--no-deps", "-r", str(req)])
+        missing = unsatisfied(python, pins)
+        if missing:
+            raise KitError("after pip install these pins are still not satisfied:\n  " + "\n  ".join(missing))
+        runner.done(t, f"installed {len(pins)} pinned packages")
+    else:
+        runner.done(t, f"all {len(pins)} pins already satisfied")
+
+    torch_version = probe(python, TORCH_PROBE).get("torch")
+    if not torch_version:
+        raise KitError(f"torch does not import in {python}. Fix: remove {opts.venv} and run setup again.")
+
+    t = runner.begin("mmcv (MMCV_WITH_OPS=1) from the patched source, wheel cached")
+    force_npu = cann_home() is not None
+    key = mmcv_cache_key(ws.dir("mmcv"), torch_version, force_npu)
+    if state.get("mmcv") == key and installed_versions(python, ["mmcv-full"]).get("mmcv-full"):
+        runner.done(t, f"installed build {key} is current")
+    else:
+        wheel_dir = cache_dir() / "wheels" / "mmcv" / key
+        wheels = sorted(wheel_dir.glob("*.whl"))
+        how = "from the wheel cache"
+        if not wheels:
+            env = {"MMCV_WITH_OPS": "1", "MAX_JOBS": str(build_jobs())}
+            if force_npu:
+                env["FORCE_NPU"] = "1"
+            print(f"      building ({', '.join(f'{k}={v}' for k, v in env.items())}); "
+                  "this takes a few minutes once, then it is cached", flush=True)
+            build_out = ws.kit_state / "mmcv-dist"
+            shutil.rmtree(build_out, ignore_errors=True)
+            runner.run("mmcv-build", [str(python), "setup.py", "bdist_wheel", "-d", str(build_out)],
+                       cwd=ws.dir("mmcv"), env=env)
+            wheel_dir.mkdir(parents=True, exist_ok=True)
+            for wheel in build_out.glob("*.whl"):
+                shutil.copy2(wheel, wheel_dir / wheel.name)
+            wheels = sorted(wheel_dir.glob("*.whl"))
+            how = f"built and cached in {wheel_dir}"
+        runner.run("mmcv-install", [str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall",
+                                    str(wheels[-1])])
+        state["mmcv"] = key
+        save()
+        runner.done(t, how)
+
+    for module, project in (("mmdet", "mmdet"), ("mmdet3d", "mmdet3d")):
+        t = runner.begin(f"{module} editable from {ws.projects[project].path}")
+        src = ws.dir(project)
+        origin = editable_location(python, module)
+        if origin and Path(origin).resolve().is_relative_to(src.resolve()):
+            runner.done(t, "already installed from the patched checkout")
+            continue
+        runner.run(f"{module}-install", [str(python), "-m", "pip", "install", "--no-deps",
+                                         "--no-build-isolation", "-e", str(src)])
+        runner.done(t, "installed")
+
+    t = runner.begin("FlashOCC runtime requirements")
+    problems = check_runtime_requirements(python, ws)
+    if problems:
+        raise KitError("the pinned stack does not satisfy FlashOCC's runtime requirements:\n  "
+                       + "\n  ".join(problems) + f"\nFix: align {REQUIREMENTS.name} with them.")
+    runner.done(t, "satisfied by the pinned stack")
+
+    t = runner.begin("DrivingSDK (mx_driving)")
+    print(f"      {install_driving_sdk(runner, python, torch_version)}")
+    runner.done(t, "done")
+
+    from .doctor import run_checks
+    report = run_checks(ws, opts.venv)
+    failed = [c for c in report if c.required and not c.ok]
+    print()
+    for check in report:
+        print(check.line())
+    if failed:
+        raise KitError("setup finished but the environment is not ready (see the lines marked FAIL above)")
+    print(f"\nready: activate with `source {opts.venv}/bin/activate`; logs in {runner.log_dir}")
+
+
+RUNTIME_CHECK = """
+import json, sys
+from importlib import metadata
+from packaging.requirements import Requirement
+problems = []
+for path in sys.argv[1:]:
+    for raw in open(path):
+        line = raw.split("#")[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        try:
+            version = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{path}: {line}: not installed")
+            continue
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            problems.append(f"{path}: {line}: have {version}")
+print(json.dumps(problems))
+"""
+
+
+def check_runtime_requirements(python: Path, ws: Workspace) -> list[str]:
+    files = [ws.flashocc / "requirements" / "runtime.txt", ws.dir("mmdet3d") / "requirements" / "runtime.txt"]
+    proc = subprocess.run([str(python), "-c", RUNTIME_CHECK, *map(str, files)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise KitError(f"could not check runtime requirements:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def install_driving_sdk(runner: Runner, python: Path, torch_version: str) -> str:
+    installed = installed_versions(python, ["mx-driving"]).get("mx-driving")
+    if installed:
+        return f"mx-driving {installed} already installed"
+    major_minor = tuple(int(x) for x in torch_version.split("+")[0].split(".")[:2])
+    if cann_home() is None:
+        return "skipped: no CANN toolkit on this host (the port runs its portable kernels on CPU/CUDA)"
+    if major_minor not in MX_DRIVING_TORCH:
+        return (f"skipped: PyPI has mx-driving wheels only for torch 2.6-2.8, this is torch {torch_version}. "
+                f"Build DrivingSDK from source for your torch: {DRIVING_SDK_SOURCE} "
+                "(its README, 'build from source'), then `pip install dist/mx_driving-*.whl`.")
+    runner.run("mx-driving", [str(python), "-m", "pip", "install", "mx-driving"])
+    return "installed mx-driving from PyPI"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("setup", help="sources + patches + a virtual environment with the patched stack")
+    p.add_argument("--venv", help="virtual environment to create or update (default: <workspace>/.venv)")
+    p.add_argument("--from", dest="from_dir", help="directory of pristine checkouts (see `sources`)")
+    p.add_argument("--python", default=sys.executable, help="interpreter to base the venv on (default: this one)")
+    p.add_argument("--torch", dest="torch_mode", choices=("auto", "keep", "install"), default="auto",
+                   help="auto: keep a torch the base interpreter already has (Ascend images ship torch "
+                        "with torch_npu), else install requirements.txt's; keep/install force either")
+    p.set_defaults(func=_cmd_setup)
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    ws = Workspace.at(args.workspace)
+    opts = SetupOptions(
+        workspace=ws.root,
+        venv=Path(args.venv).resolve() if args.venv else ws.default_venv,
+        from_dir=Path(args.from_dir) if args.from_dir else default_sources_dir(),
+        base_python=Path(args.python),
+        torch_mode=args.torch_mode,
+    )
+    started = time.monotonic()
+    setup(opts)
+    print(f"setup took {time.monotonic() - started:.0f} s")
+    return 0

@@ -1,0 +1,79 @@
+"""Reading a git-format patch: which files it touches, their pre/post blob ids, its hunks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NULL_BLOB = re.compile(r"^0+$")
+HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+@dataclass
+class FileChange:
+    """One `diff --git` section of a patch."""
+
+    old_path: str | None  # None for a new file
+    new_path: str | None  # None for a deleted file
+    old_blob: str | None = None  # None when the file does not exist before
+    new_blob: str | None = None  # None when the file does not exist after
+    hunks: list[str] = field(default_factory=list)  # "@@ -a,b +c,d @@" headers, in order
+
+    @property
+    def path(self) -> str:
+        return self.new_path or self.old_path or "?"
+
+    def hunk_at(self, old_line: int) -> str | None:
+        """The hunk header whose pre-image starts at old_line (git reports failures that way)."""
+        for header in self.hunks:
+            match = HUNK.match(header)
+            if match and int(match.group(1)) == old_line:
+                return header
+        return None
+
+
+def _strip_prefix(token: str, prefix: str) -> str | None:
+    if token == "/dev/null":
+        return None
+    if not token.startswith(prefix):
+        raise ValueError(f"unexpected path {token!r} (expected the {prefix!r} prefix)")
+    return token[len(prefix):]
+
+
+def parse_patch(text: str, source: str = "patch") -> list[FileChange]:
+    """Parse `git diff --full-index`-style output. Raises ValueError on anything else."""
+    changes: list[FileChange] = []
+    current: FileChange | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith("diff --git "):
+            parts = line[len("diff --git "):].split(" ")
+            if len(parts) != 2:
+                raise ValueError(f"{source}:{number}: paths with spaces are not supported: {line}")
+            current = FileChange(_strip_prefix(parts[0], "a/"), _strip_prefix(parts[1], "b/"))
+            changes.append(current)
+        elif current is None:
+            continue  # preamble (the kit's header comment)
+        elif line.startswith("new file mode"):
+            current.old_path = None
+        elif line.startswith("deleted file mode"):
+            current.new_path = None
+        elif line.startswith("index "):
+            old, new = line.split()[1].split("..")
+            current.old_blob = None if NULL_BLOB.match(old) else old
+            current.new_blob = None if NULL_BLOB.match(new) else new
+        elif line.startswith("@@ "):
+            current.hunks.append(line.split(" @@")[0] + " @@")
+        elif line.startswith(("rename from", "copy from")):
+            raise ValueError(f"{source}:{number}: renames/copies are not supported; export with --no-renames")
+    for change in changes:
+        if change.old_path is not None and change.old_blob is None and change.new_blob is None:
+            raise ValueError(f"{source}: {change.path} has no `index` line; export with --full-index")
+    return changes
+
+
+def read_patch(path: Path) -> list[FileChange]:
+    if not path.is_file():
+        from .errors import KitError
+        raise KitError(f"{path} is missing: the kit checkout is incomplete (`git status` in the kit root)")
+    return parse_patch(path.read_text(), source=path.name)

@@ -1,0 +1,184 @@
+"""Applying, checking and exporting the kit's patches, atomically and verifiably.
+
+Every patch is checked against the blob ids on its `index` lines before `git apply` runs, so a
+file edited locally or taken from another revision is named precisely, and nothing is written
+unless the whole patch fits. Nothing here ever uses `--reject`.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from . import gitutil
+from .errors import KitError
+from .patchfile import FileChange, read_patch
+
+
+class PatchState(str, Enum):
+    PRISTINE = "pristine"  # every touched file is the upstream pre-image
+    APPLIED = "applied"  # every touched file is the patched post-image
+    CONFLICT = "conflict"  # anything else: local edits, another revision, half-applied
+    MISSING = "missing"  # the checkout is not there
+
+
+@dataclass
+class FileCheck:
+    change: FileChange
+    actual: str | None  # blob id on disk, None if absent
+
+    @staticmethod
+    def _matches(actual: str | None, expected: str | None) -> bool:
+        if expected is None:
+            return actual is None
+        return actual is not None and actual.startswith(expected)
+
+    @property
+    def is_pre(self) -> bool:
+        return self._matches(self.actual, self.change.old_blob)
+
+    @property
+    def is_post(self) -> bool:
+        return self._matches(self.actual, self.change.new_blob)
+
+    def describe(self) -> str:
+        expected_pre = self.change.old_blob or "absent"
+        expected_post = self.change.new_blob or "absent"
+        found = self.actual or "absent"
+        return (f"{self.change.path}: found {found[:12]}, expected the upstream pre-image "
+                f"{expected_pre[:12]} or the patched post-image {expected_post[:12]}")
+
+
+def check_files(project_dir: Path, changes: list[FileChange]) -> list[FileCheck]:
+    checks = []
+    for change in changes:
+        # A file the patch creates is looked for at its new path, others at their old path.
+        rel = change.old_path or change.new_path
+        assert rel is not None
+        checks.append(FileCheck(change, gitutil.file_blob_id(project_dir / rel)))
+    return checks
+
+
+def patch_state(project_dir: Path, patch_file: Path) -> tuple[PatchState, list[FileCheck]]:
+    if not project_dir.is_dir():
+        return PatchState.MISSING, []
+    checks = check_files(project_dir, read_patch(patch_file))
+    if not checks:  # an empty patch is trivially applied
+        return PatchState.APPLIED, checks
+    if all(c.is_pre for c in checks):
+        return PatchState.PRISTINE, checks
+    if all(c.is_post for c in checks):
+        return PatchState.APPLIED, checks
+    return PatchState.CONFLICT, checks
+
+
+def _git_apply(project_dir: Path, patch_file: Path, *flags: str) -> tuple[bool, str]:
+    env = None if gitutil.is_git_toplevel(project_dir) else gitutil.outside_repo_env(project_dir)
+    proc = gitutil.git(project_dir, "apply", *flags, str(patch_file.resolve()), check=False, env=env)
+    return proc.returncode == 0, proc.stderr.strip()
+
+
+_FAILED_AT = re.compile(r"patch failed: (.+):(\d+)")
+
+
+def explain_apply_failure(stderr: str, changes: list[FileChange]) -> str:
+    """Turn git's "patch failed: FILE:LINE" into the file and the hunk header that did not fit."""
+    lines = []
+    by_path = {c.path: c for c in changes}
+    for path, old_line in _FAILED_AT.findall(stderr):
+        change = by_path.get(path)
+        hunk = change.hunk_at(int(old_line)) if change else None
+        lines.append(f"  {path}: hunk {hunk or f'at line {old_line}'} does not fit")
+    return "\n".join(lines) or stderr
+
+
+@dataclass
+class ApplyResult:
+    project: str
+    outcome: str  # "applied" | "already applied"
+
+
+def apply_patch(project: str, project_dir: Path, patch_file: Path) -> ApplyResult:
+    """Apply patch_file to project_dir completely or not at all."""
+    if not project_dir.is_dir():
+        raise KitError(f"{project}: no checkout at {project_dir}. Fix: run `python3 tools/kit.py sources`.")
+    changes = read_patch(patch_file)
+    state, checks = patch_state(project_dir, patch_file)
+    if state is PatchState.APPLIED:
+        ok, err = _git_apply(project_dir, patch_file, "--check", "--reverse")
+        if not ok:
+            raise KitError(f"{project}: files look patched but `git apply --reverse --check` fails:\n{err}")
+        return ApplyResult(project, "already applied")
+    if state is PatchState.CONFLICT:
+        bad = [c.describe() for c in checks if not c.is_pre]
+        raise KitError(
+            f"{project}: {patch_file.name} does not fit {project_dir}; nothing was changed.\n"
+            + "\n".join(f"  {line}" for line in bad)
+            + f"\nFix: restore those files to the pinned upstream (for a git checkout: "
+            f"`git -C {project_dir} checkout -- <file>`), or re-create the checkout with "
+            f"`python3 tools/kit.py sources`.")
+    ok, err = _git_apply(project_dir, patch_file, "--check")
+    if not ok:
+        raise KitError(f"{project}: {patch_file.name} does not apply to {project_dir}; nothing was changed.\n"
+                       + explain_apply_failure(err, changes))
+    ok, err = _git_apply(project_dir, patch_file)
+    if not ok:  # git apply is atomic: a failure here has written nothing
+        raise KitError(f"{project}: `git apply` failed; nothing was changed.\n{err}")
+    state, checks = patch_state(project_dir, patch_file)
+    if state is not PatchState.APPLIED:
+        _git_apply(project_dir, patch_file, "--reverse")
+        raise KitError(f"{project}: after applying, these files do not match the patch's post-image "
+                       "(reverted):\n" + "\n".join(c.describe() for c in checks if not c.is_post))
+    return ApplyResult(project, "applied")
+
+
+def revert_patch(project: str, project_dir: Path, patch_file: Path) -> str:
+    """Undo an applied patch (the inverse of apply_patch, equally atomic)."""
+    state, checks = patch_state(project_dir, patch_file)
+    if state is PatchState.PRISTINE:
+        return "already pristine"
+    if state is not PatchState.APPLIED:
+        raise KitError(f"{project}: cannot revert, the patched files were edited:\n"
+                       + "\n".join(c.describe() for c in checks if not c.is_post))
+    ok, err = _git_apply(project_dir, patch_file, "--reverse")
+    if not ok:
+        raise KitError(f"{project}: `git apply --reverse` failed; nothing was changed.\n{err}")
+    return "reverted"
+
+
+HEADER = (
+    "# {project}.patch: generated by `python3 tools/kit.py export {project}` against {pin}.\n"
+    "# Do not edit by hand: edit the checkout, then export again (README, 'Maintaining the patches').\n"
+)
+
+DIFF_OPTIONS = ("--full-index", "--binary", "--no-renames", "--no-ext-diff", "--no-textconv",
+                "--no-color", "--src-prefix=a/", "--dst-prefix=b/", "--unified=3",
+                "--diff-algorithm=myers", "--no-relative")
+
+
+def export_patch(project: str, project_dir: Path, base_commit: str, pin_label: str) -> str:
+    """The patch that turns base_commit into the checkout's current files, new files included.
+
+    Uses a throwaway index, so the checkout's own index and work tree are never touched. Ignored
+    files (build output, the nested mmdetection3d, data) stay out; sparse-checkout entries stay out.
+    """
+    if not gitutil.is_git_toplevel(project_dir):
+        raise KitError(f"{project}: {project_dir} is not a git checkout; export needs one "
+                       "(`python3 tools/kit.py sources` creates it).")
+    git_dir = Path(gitutil.git(project_dir, "rev-parse", "--absolute-git-dir").stdout.strip())
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        real_index = git_dir / "index"
+        if real_index.exists():
+            index.write_bytes(real_index.read_bytes())  # keeps skip-worktree (sparse) bits
+        else:
+            gitutil.git(project_dir, "read-tree", base_commit, env=env)
+        gitutil.git(project_dir, "add", "-A", "--", ".", env=env)
+        diff = gitutil.git(project_dir, "diff", "--cached", *DIFF_OPTIONS, base_commit, env=env).stdout
+    if not diff:
+        return ""
+    return HEADER.format(project=project, pin=pin_label) + diff
