@@ -81,3 +81,33 @@ def sources_dir() -> Path:
         pytest.skip("upstream sources not present: run ../shared/tools/prepare-upstream-sources.sh "
                     "or set FLASHOCC_KIT_SOURCES (see README, 'Air-gapped sites')")
     return found
+
+
+def extract_new_files(patch: Path, dest: Path) -> Path:
+    """Write the files a patch creates into dest, with empty package __init__s where the
+    upstream ones would be; returns dest. Lets tests import the port's new modules from the
+    patch itself, with no upstream checkout."""
+    from flashocc_kit.patchfile import new_file_contents
+
+    for rel, text in new_file_contents(patch.read_text()).items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        for package in target.parents:
+            if package == dest:
+                break
+            (package / "__init__.py").touch(exist_ok=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def flashocc_new_modules(tmp_path_factory):
+    """sys.path entry holding flashocc.patch's new modules (`projects.device`, ops.bev_pool_v3...)."""
+    root = extract_new_files(KIT_ROOT / "flashocc.patch", tmp_path_factory.mktemp("flashocc_new"))
+    for name in [m for m in sys.modules if m == "projects" or m.startswith("projects.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))
+    for name in [m for m in sys.modules if m == "projects" or m.startswith("projects.")]:
+        del sys.modules[name]

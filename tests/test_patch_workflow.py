@@ -132,7 +132,7 @@ def test_export_leaves_out_ignored_files_kit_links_and_the_real_index(pinned):
     project, _, edited, commit = pinned
     (edited / "build").mkdir()
     (edited / "build" / "ext.so").write_text("binary")
-    sources.exclude_kit_paths(edited)
+    sources.exclude_local_paths(edited, flashocc=True)
     (edited / "test").symlink_to("..")
     index_before = (edited / ".git" / "index").read_bytes()
     text = patching.export_patch("demo", edited, commit, "pin")

@@ -52,16 +52,27 @@ def requirement_name(line: str) -> str:
     return line.strip().lower()
 
 
+def marker_applies(line: str) -> bool:
+    """Evaluate the only marker requirements.txt uses: platform_machine == "..."."""
+    if ";" not in line:
+        return True
+    marker = line.split(";", 1)[1].strip()
+    key, _, value = marker.partition("==")
+    if key.strip() != "platform_machine" or not value:
+        raise KitError(f"requirements.txt: unsupported marker {marker!r} (only platform_machine == ...)")
+    return platform.machine() == value.strip().strip("\"'")
+
+
 def stack_requirements(keep_torch: bool) -> list[str]:
-    """The pinned lines of requirements.txt, minus the torch family when torch is kept."""
+    """The pinned lines of requirements.txt for this machine, minus the torch family when torch is kept."""
     lines = []
     for raw in REQUIREMENTS.read_text().splitlines():
         line = raw.split("#")[0].strip()
-        if not line:
+        if not line or not marker_applies(line):
             continue
         if keep_torch and requirement_name(line).startswith(TORCH_FAMILY):
             continue
-        lines.append(line)
+        lines.append(line.split(";")[0].strip())
     return lines
 
 

@@ -77,3 +77,56 @@ def read_patch(path: Path) -> list[FileChange]:
         from .errors import KitError
         raise KitError(f"{path} is missing: the kit checkout is incomplete (`git status` in the kit root)")
     return parse_patch(path.read_text(), source=path.name)
+
+
+def _file_sections(text: str) -> list[tuple[str | None, list[str]]]:
+    """(new path, lines) per `diff --git` section."""
+    sections: list[tuple[str | None, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("diff --git "):
+            new = line.split(" ")[3]
+            sections.append((None if new == "/dev/null" else new[2:], []))
+        elif sections:
+            sections[-1][1].append(line)
+    return sections
+
+
+def added_lines(text: str) -> dict[str, set[int]]:
+    """For each file a patch leaves behind, the post-image line numbers it adds or changes."""
+    result: dict[str, set[int]] = {}
+    for path, lines in _file_sections(text):
+        if path is None:
+            continue
+        numbers: set[int] = set()
+        new_line = 0
+        in_hunk = False
+        for line in lines:
+            match = HUNK.match(line)
+            if match:
+                new_line, in_hunk = int(match.group(3)), True
+            elif not in_hunk or line.startswith("\\"):
+                continue
+            elif line.startswith("+"):
+                numbers.add(new_line)
+                new_line += 1
+            elif line.startswith(" "):
+                new_line += 1
+        if numbers:
+            result[path] = numbers
+    return result
+
+
+def new_file_contents(text: str) -> dict[str, str]:
+    """The full text of every file a patch creates, read from the patch itself."""
+    contents: dict[str, str] = {}
+    for path, lines in _file_sections(text):
+        if path is None or not any(line.startswith("new file mode") for line in lines[:3]):
+            continue
+        body: list[str] = []
+        for line in lines:
+            if line.startswith("+") and not line.startswith("+++"):
+                body.append(line[1:] + "\n")
+            elif line.startswith("\\ No newline") and body:
+                body[-1] = body[-1][:-1]
+        contents[path] = "".join(body)
+    return contents

@@ -106,6 +106,8 @@ def apply_patch(project: str, project_dir: Path, patch_file: Path) -> ApplyResul
     if not project_dir.is_dir():
         raise KitError(f"{project}: no checkout at {project_dir}. Fix: run `python3 tools/kit.py sources`.")
     changes = read_patch(patch_file)
+    if not changes:
+        return ApplyResult(project, "nothing to apply")
     state, checks = patch_state(project_dir, patch_file)
     if state is PatchState.APPLIED:
         ok, err = _git_apply(project_dir, patch_file, "--check", "--reverse")

@@ -18,8 +18,10 @@ from .patching import PatchState, patch_state
 from .pins import Project
 from .sdist import download_sdist, unpack_sdist
 
-# Workspace paths the kit creates inside FlashOCC; kept out of `git status` and of exports.
-FLASHOCC_KIT_PATHS = ("/test",)
+# Paths that setup creates in a checkout (build output, the launch-script link); kept out of
+# `git status` and of exports through .git/info/exclude. The sdist copies have no .gitignore.
+LOCAL_ONLY_PATHS = ("*.egg-info/", "__pycache__/", "*.py[cod]", "/build/", "*.so")
+FLASHOCC_LOCAL_ONLY_PATHS = ("/test",)
 
 SDIST_COMMIT_ENV = {
     "GIT_AUTHOR_NAME": "flashocc-kit", "GIT_AUTHOR_EMAIL": "flashocc-kit@localhost",
@@ -139,12 +141,15 @@ def _find_in_sources_dir(project: Project, sources_dir: Path) -> Path | None:
     return None
 
 
-def exclude_kit_paths(flashocc_dir: Path) -> None:
-    """Keep the kit's own additions to FlashOCC out of `git status` and of exports."""
-    exclude = flashocc_dir / ".git" / "info" / "exclude"
+def exclude_local_paths(checkout: Path, flashocc: bool = False) -> None:
+    """Keep what setup creates in a checkout out of `git status` and of exports."""
+    if not gitutil.is_git_toplevel(checkout):
+        return
+    exclude = checkout / ".git" / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     lines = exclude.read_text().splitlines() if exclude.exists() else []
-    missing = [p for p in FLASHOCC_KIT_PATHS if p not in lines]
+    wanted = LOCAL_ONLY_PATHS + (FLASHOCC_LOCAL_ONLY_PATHS if flashocc else ())
+    missing = [p for p in wanted if p not in lines]
     if missing:
         exclude.write_text("\n".join([*lines, "# added by flashocc-kit", *missing]) + "\n")
 
@@ -153,6 +158,7 @@ def obtain(project: Project, workspace: Path, sources_dir: Path | None, log=prin
     """Make sure project sits at its pin in the workspace; returns what is there."""
     dest = workspace / project.path
     if dest.exists():
+        exclude_local_paths(dest, flashocc=project.name == "flashocc")
         pin = verify_existing(project, dest)
         log(f"ok    {project.name:8s} {project.path}: reused ({pin.revision})")
         return pin
@@ -176,8 +182,7 @@ def obtain(project: Project, workspace: Path, sources_dir: Path | None, log=prin
             how = f"unpacked from the PyPI sdist {project.sdist} (git unreachable)"
     if not gitutil.is_git_toplevel(dest):
         _commit_plain_copy(project, dest)
-    if project.name == "flashocc":
-        exclude_kit_paths(dest)
+    exclude_local_paths(dest, flashocc=project.name == "flashocc")
     try:
         pin = verify_existing(project, dest)
     except KitError:

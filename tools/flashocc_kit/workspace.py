@@ -56,7 +56,7 @@ class Workspace:
         elif link.exists():
             return f"left alone ({link} is a real directory, copied by hand?)"
         link.symlink_to(os.path.relpath(target, link.parent))
-        sources.exclude_kit_paths(self.flashocc)
+        sources.exclude_local_paths(self.flashocc, flashocc=True)
         return "linked"
 
     def apply_all(self, names: list[str] | None = None, log=print) -> None:

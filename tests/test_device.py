@@ -1,0 +1,226 @@
+"""The device module and the NPU routing (from flashocc.patch), with stand-in torch_npu/mx_driving.
+
+The stand-ins are tiny packages on sys.path that record how they are called; each scenario runs
+in a fresh interpreter so that nothing leaks between them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
+
+STANDINS = {
+    "torch_npu/__init__.py": """
+        import types, torch
+        from _standin_log import record
+        record("import torch_npu")
+        torch.npu = types.SimpleNamespace(
+            is_available=lambda: True,
+            set_device=lambda index: record(f"torch.npu.set_device({index})"),
+            current_device=lambda: 0,
+            device_count=lambda: 8,
+            synchronize=lambda: None,
+        )
+        from . import optim  # noqa: F401
+    """,
+    "torch_npu/contrib/__init__.py": "",
+    "torch_npu/contrib/transfer_to_npu.py": """
+        from _standin_log import record
+        record("import torch_npu.contrib.transfer_to_npu")
+    """,
+    "torch_npu/optim/__init__.py": """
+        import torch
+        class NpuFusedAdamW(torch.optim.AdamW):
+            pass
+    """,
+    "mx_driving/__init__.py": """
+        from _standin_log import record
+        def bev_pool_v3(depth, feat, ranks_depth, ranks_feat, ranks_bev, bev_feat_shape):
+            record({"call": "mx_driving.bev_pool_v3", "depth": str(depth.dtype), "feat": str(feat.dtype),
+                    "contiguous": depth.is_contiguous() and feat.is_contiguous(),
+                    "ranks": [str(r.dtype) for r in (ranks_depth, ranks_feat, ranks_bev)],
+                    "shape": bev_feat_shape, "shape_type": type(bev_feat_shape).__name__})
+            import torch
+            B, D, H, W, C = bev_feat_shape
+            return torch.zeros(B, C, D, H, W)
+    """,
+    "mx_driving/patcher/__init__.py": """
+        from _standin_log import record
+        def batch_matmul(module, options):
+            pass
+        class Patch:
+            def __init__(self, func):
+                self.func = func
+        class _Built:
+            def __init__(self, patches):
+                self.patches = patches
+            def apply(self):
+                record({"patcher.apply": [[m, p.func.__name__] for m, p in self.patches]})
+        class PatcherBuilder:
+            def __init__(self):
+                self.patches = []
+            def add_module_patch(self, module_name, *patches):
+                self.patches += [(module_name, p) for p in patches]
+                return self
+            def build(self):
+                return _Built(self.patches)
+    """,
+    "_standin_log.py": """
+        import json, os
+        def record(event):
+            with open(os.environ["STANDIN_LOG"], "a") as fh:
+                fh.write(json.dumps(event) + "\\n")
+    """,
+}
+
+
+@pytest.fixture
+def run_scenario(tmp_path, flashocc_new_modules):
+    """Run a snippet in a fresh interpreter, with or without the stand-ins; returns (result, calls)."""
+
+    def run(code: str, standins: bool = True, env: dict[str, str] | None = None) -> tuple[object, list]:
+        standin_dir = tmp_path / "standins"
+        if standins:
+            for rel, text in STANDINS.items():
+                path = standin_dir / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(textwrap.dedent(text))
+        log = tmp_path / "calls.jsonl"
+        log.unlink(missing_ok=True)
+        script = "import json\n" + textwrap.dedent(code) + "\nprint('RESULT ' + json.dumps(result))\n"
+        paths = [str(standin_dir)] if standins else []
+        paths.append(str(flashocc_new_modules))
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths), "STANDIN_LOG": str(log),
+                 "FLASHOCC_DEVICE": "", **(env or {})})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return result, calls
+
+    return run
+
+
+def test_npu_is_chosen_with_hccl_and_the_cuda_shim(run_scenario):
+    result, calls = run_scenario("""
+        from projects import device
+        result = [device.device_type(), device.dist_backend(), device.device_type()]
+    """)
+    assert result == ["npu", "hccl", "npu"]
+    assert calls.count("import torch_npu.contrib.transfer_to_npu") == 1  # decided once
+
+
+def test_npu_optimizer_is_the_fused_adamw_and_the_switch_is_reported(run_scenario):
+    result, _ = run_scenario("""
+        from projects import device
+        cfg = dict(type='AdamW', lr=2e-4, weight_decay=1e-2)
+        message = device.adapt_optimizer(cfg)
+        registered = None
+        try:
+            from mmcv.runner.optimizer import OPTIMIZERS
+            registered = OPTIMIZERS.get('NpuFusedAdamW').__name__
+        except ImportError:
+            pass
+        result = [cfg, message, registered]
+    """)
+    cfg, message, registered = result
+    assert cfg == {"type": "NpuFusedAdamW", "lr": 2e-4, "weight_decay": 1e-2}
+    assert "AdamW -> torch_npu NpuFusedAdamW" in message
+    assert registered in (None, "NpuFusedAdamW")
+
+
+def test_driving_sdk_patcher_applies_batch_matmul_on_the_npu(run_scenario):
+    result, calls = run_scenario("""
+        from projects import device
+        result = device.apply_driving_sdk_patches()
+    """)
+    assert result == "DrivingSDK patcher: batch_matmul applied"
+    assert {"patcher.apply": [["torch", "batch_matmul"]]} in calls
+
+
+def test_local_device_and_process_group_follow_local_rank(run_scenario):
+    result, calls = run_scenario("""
+        import torch
+        from projects import device
+        seen = {}
+        torch.distributed.init_process_group = lambda backend, **kw: seen.update(backend=backend)
+        device.init_distributed()
+        result = seen
+    """, env={"LOCAL_RANK": "3", "RANK": "11"})
+    assert result == {"backend": "hccl"}
+    assert "torch.npu.set_device(3)" in calls
+
+
+def test_npu_tensors_route_bev_pool_v3_to_mx_driving(run_scenario):
+    result, calls = run_scenario("""
+        import types, torch
+        from projects.mmdet3d_plugin.ops import bev_pool_v3 as pool
+        npu_tensor = types.SimpleNamespace(device=torch.device('meta'))
+        npu_tensor.device = types.SimpleNamespace(type='npu')
+        decided = pool.implementation_for(npu_tensor)
+        pool.implementation_for = lambda tensor: decided
+        depth = torch.rand(1, 2, 3, 4, 5, dtype=torch.float64).transpose(3, 4)
+        feat = torch.rand(1, 2, 5, 4, 8)
+        ranks = [torch.tensor([0, 1, 2]) for _ in range(3)]
+        out = pool.bev_pool_v3(depth, feat, *ranks, (1, 1, 2, 2, 8))
+        result = [decided, list(out.shape)]
+    """)
+    assert result == ["mx_driving", [1, 8, 1, 2, 2]]
+    (call,) = [c for c in calls if isinstance(c, dict) and c.get("call") == "mx_driving.bev_pool_v3"]
+    assert call["depth"] == call["feat"] == "torch.float32" and call["contiguous"]
+    assert call["ranks"] == ["torch.int32"] * 3
+    assert call["shape"] == [1, 1, 2, 2, 8] and call["shape_type"] == "list"
+
+
+def test_without_torch_npu_the_cpu_path_changes_nothing(run_scenario):
+    result, calls = run_scenario("""
+        from projects import device
+        cfg = dict(type='AdamW', lr=1e-4)
+        result = [device.device_type(), device.dist_backend(), device.adapt_optimizer(cfg), cfg,
+                  device.apply_driving_sdk_patches()]
+    """, standins=False)
+    assert result == ["cpu", "gloo", None, {"type": "AdamW", "lr": 1e-4},
+                      "DrivingSDK patcher: not applied (not on an NPU)"]
+    assert calls == []
+
+
+def test_forcing_a_device(run_scenario):
+    result, calls = run_scenario("""
+        from projects import device
+        result = device.device_type()
+    """, env={"FLASHOCC_DEVICE": "cpu"})
+    assert result == "cpu"
+    assert "import torch_npu.contrib.transfer_to_npu" not in calls
+
+
+@pytest.mark.parametrize("value, message", [("tpu", "choose one of npu, cuda, cpu"),
+                                            ("npu", "no NPU is usable")])
+def test_forcing_an_impossible_device_is_a_clear_error(run_scenario, value, message):
+    result, _ = run_scenario(f"""
+        from projects import device
+        try:
+            device.device_type()
+            result = None
+        except (ValueError, RuntimeError) as exc:
+            result = str(exc)
+    """, standins=False, env={"FLASHOCC_DEVICE": value})
+    assert result is not None and message in result
+
+
+def test_new_modules_import_without_mmcv_or_mmdet3d(flashocc_new_modules):
+    """CI on any machine relies on this: the port's new modules need torch only."""
+    code = ("import sys, projects.device, projects.mmdet3d_plugin.ops.bev_pool_v3; "
+            "print(sorted(m for m in ('mmcv', 'mmdet', 'mmdet3d', 'torch_npu') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=flashocc_new_modules,
+                          env={**os.environ, "PYTHONPATH": str(flashocc_new_modules)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
