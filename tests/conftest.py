@@ -100,14 +100,48 @@ def extract_new_files(patch: Path, dest: Path) -> Path:
     return dest
 
 
+NEW_MODULES_PACKAGE = "flashocc_patch_new"
+
+
 @pytest.fixture(scope="session")
-def flashocc_new_modules(tmp_path_factory):
-    """sys.path entry holding flashocc.patch's new modules (`projects.device`, ops.bev_pool_v3...)."""
-    root = extract_new_files(KIT_ROOT / "flashocc.patch", tmp_path_factory.mktemp("flashocc_new"))
-    for name in [m for m in sys.modules if m == "projects" or m.startswith("projects.")]:
-        del sys.modules[name]
-    sys.path.insert(0, str(root))
+def flashocc_new_modules(tmp_path_factory) -> Path:
+    """flashocc.patch's new files, extracted: the returned directory holds `projects/` (for
+    subprocesses: put it on PYTHONPATH); in this process they import as
+    `flashocc_patch_new.projects...`, which cannot clash with a real FlashOCC checkout."""
+    parent = tmp_path_factory.mktemp("flashocc_new")
+    root = extract_new_files(KIT_ROOT / "flashocc.patch", parent / NEW_MODULES_PACKAGE)
+    (root / "__init__.py").touch()
+    sys.path.insert(0, str(parent))
     yield root
-    sys.path.remove(str(root))
-    for name in [m for m in sys.modules if m == "projects" or m.startswith("projects.")]:
-        del sys.modules[name]
+    sys.path.remove(str(parent))
+
+
+def _skip_without_patched_flashocc() -> Path:
+    """The workspace's patched FlashOCC checkout, importable here; skips (saying why) if not."""
+    from flashocc_kit.patching import PatchState
+    from flashocc_kit.workspace import Workspace
+
+    ws = Workspace.at(pins.default_workspace())
+    if not ws.flashocc.is_dir():
+        pytest.skip(f"no FlashOCC checkout at {ws.flashocc}: run `python3 tools/kit.py setup` "
+                    "(needs GitHub or the upstream sources directory)")
+    states = ws.states()
+    if states["flashocc"] is not PatchState.APPLIED or states["mmdet3d"] is not PatchState.APPLIED:
+        pytest.skip(f"patches not applied in {ws.root} ({states}): run `python3 tools/kit.py apply`")
+    try:
+        import mmdet3d  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"the patched stack is not installed in this interpreter ({exc}): "
+                    "run the tests with the kit's environment (`python3 tools/kit.py test`)")
+    return ws.flashocc
+
+
+@pytest.fixture(scope="session")
+def flashocc_root() -> Path:
+    root = _skip_without_patched_flashocc()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    os.environ.setdefault("FLASHOCC_DEVICE", "cpu")
+    import projects.mmdet3d_plugin  # noqa: F401  (registers the FlashOCC modules)
+
+    return root

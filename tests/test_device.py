@@ -162,7 +162,8 @@ def test_local_device_and_process_group_follow_local_rank(run_scenario):
 def test_npu_tensors_route_bev_pool_v3_to_mx_driving(run_scenario):
     result, calls = run_scenario("""
         import types, torch
-        from projects.mmdet3d_plugin.ops import bev_pool_v3 as pool
+        import importlib
+        pool = importlib.import_module('projects.mmdet3d_plugin.ops.bev_pool_v3')
         npu_tensor = types.SimpleNamespace(device=torch.device('meta'))
         npu_tensor.device = types.SimpleNamespace(type='npu')
         decided = pool.implementation_for(npu_tensor)

@@ -17,7 +17,8 @@ from pathlib import Path
 from .errors import KitError
 from .pins import cache_dir
 
-PYPI_JSON = "https://pypi.org/pypi/{name}/{version}/json"
+PYPI_SIMPLE = "https://pypi.org/simple/{name}/"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"  # PEP 691: files with their hashes
 
 
 def _split_requirement(requirement: str) -> tuple[str, str]:
@@ -27,36 +28,43 @@ def _split_requirement(requirement: str) -> tuple[str, str]:
     return name.strip(), version.strip()
 
 
+def _sdist_filenames(name: str, version: str) -> set[str]:
+    stems = {name, name.replace("-", "_"), name.lower(), name.lower().replace("-", "_")}
+    return {f"{stem}-{version}.tar.gz" for stem in stems}
+
+
 def download_sdist(requirement: str, dest_dir: Path | None = None) -> Path:
-    """Path of the .tar.gz for NAME==VERSION, downloaded once into the kit cache."""
+    """Path of the .tar.gz for NAME==VERSION, downloaded once into the kit cache (sha256-checked)."""
     name, version = _split_requirement(requirement)
     dest_dir = dest_dir or cache_dir() / "sdists"
     dest_dir.mkdir(parents=True, exist_ok=True)
+    wanted = _sdist_filenames(name, version)
     try:
-        with urllib.request.urlopen(PYPI_JSON.format(name=name, version=version), timeout=60) as resp:
-            meta = json.load(resp)
+        request = urllib.request.Request(PYPI_SIMPLE.format(name=name), headers={"Accept": SIMPLE_JSON})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            files = json.load(resp)["files"]
     except OSError as exc:
-        cached = sorted(dest_dir.glob(f"{name.replace('-', '_')}-{version}.tar.gz")) + sorted(
-            dest_dir.glob(f"{name}-{version}.tar.gz"))
+        cached = [dest_dir / f for f in sorted(wanted) if (dest_dir / f).is_file()]
         if cached:
             return cached[0]
         raise KitError(f"cannot reach PyPI for {requirement} ({exc}). Fix: check the network or "
-                       f"put the sdist in {dest_dir}.") from exc
-    sdists = [f for f in meta["urls"] if f["packagetype"] == "sdist"]
-    if not sdists:
+                       f"put {sorted(wanted)[0]} in {dest_dir}.") from exc
+    matches = [f for f in files if f["filename"] in wanted]
+    if not matches:
         raise KitError(f"PyPI has no source distribution of {requirement}")
-    info = sdists[0]
+    info = matches[0]
+    sha256 = info["hashes"]["sha256"]
     target = dest_dir / info["filename"]
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == info["digests"]["sha256"]:
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
         return target
     with tempfile.NamedTemporaryFile(dir=dest_dir, delete=False) as tmp:
         with urllib.request.urlopen(info["url"], timeout=300) as resp:
             shutil.copyfileobj(resp, tmp)
     tmp_path = Path(tmp.name)
     digest = hashlib.sha256(tmp_path.read_bytes()).hexdigest()
-    if digest != info["digests"]["sha256"]:
+    if digest != sha256:
         tmp_path.unlink()
-        raise KitError(f"{info['filename']}: sha256 {digest} does not match PyPI's {info['digests']['sha256']}")
+        raise KitError(f"{info['filename']}: sha256 {digest} does not match PyPI's {sha256}")
     tmp_path.replace(target)
     return target
 
