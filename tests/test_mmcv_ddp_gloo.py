@@ -18,7 +18,7 @@ import pytest
 
 from flashocc_kit import patching
 from flashocc_kit.pins import load_projects
-from flashocc_kit.sdist import download_sdist, unpack_sdist
+from flashocc_kit.pypi import download_sdist, unpack_sdist
 
 pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 

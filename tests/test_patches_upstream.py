@@ -11,7 +11,7 @@ from conftest import KIT_ROOT
 from flashocc_kit import gitutil, patching, sources
 from flashocc_kit.patchfile import read_patch
 from flashocc_kit.pins import load_projects
-from flashocc_kit.sdist import download_sdist, unpack_sdist
+from flashocc_kit.pypi import download_sdist, unpack_sdist
 
 PROJECTS = load_projects()
 

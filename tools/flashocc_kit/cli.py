@@ -119,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here instead of the kit's .patch (one project only)")
     p.set_defaults(func=cmd_export)
 
-    from . import doctor, environment
+    from . import contract, doctor, environment
     environment.register(sub)
     doctor.register(sub)
+    contract.register(sub)
     return parser
 
 

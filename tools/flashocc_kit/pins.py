@@ -63,3 +63,10 @@ def default_sources_dir() -> Path | None:
 def default_workspace() -> Path:
     """The seed's layout: the upstream checkouts sit next to the patches, in the kit root."""
     return Path(os.environ.get("FLASHOCC_KIT_WORKSPACE", KIT_ROOT))
+
+
+def load_npu_contract(pins_file: Path | None = None) -> list[str]:
+    """The mx-driving and torch-npu releases whose wheels the patch's NPU calls are checked against."""
+    pins_file = pins_file or Path(os.environ.get("FLASHOCC_KIT_PINS", PINS_FILE))
+    data = tomllib.loads(pins_file.read_text()).get("npu_contract", {})
+    return [f"{name}=={version}" for name, versions in data.items() for version in versions]

@@ -16,7 +16,7 @@ from . import gitutil
 from .errors import KitError
 from .patching import PatchState, patch_state
 from .pins import Project
-from .sdist import download_sdist, unpack_sdist
+from .pypi import download_sdist, unpack_sdist
 
 # Paths that setup creates in a checkout (build output, the launch-script link); kept out of
 # `git status` and of exports through .git/info/exclude. The sdist copies have no .gitignore.

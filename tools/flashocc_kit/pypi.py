@@ -1,7 +1,8 @@
-"""PyPI source distributions: download (verified by sha256, cached) and unpack, without pip or torch.
+"""Files from PyPI (sdists, wheels), verified by sha256 and cached, without pip or torch.
 
 `pip download` of mmdet/mmcv sdists runs their setup.py, which imports torch; reading PyPI's
-JSON API and fetching the archive directly needs neither.
+simple JSON index and fetching the archive directly needs neither. Wheels are fetched for any
+platform, to read their Python sources (torch_npu and mx_driving cannot be imported here).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from .errors import KitError
 from .pins import cache_dir
@@ -34,37 +36,56 @@ def _sdist_filenames(name: str, version: str) -> set[str]:
 
 
 def download_sdist(requirement: str, dest_dir: Path | None = None) -> Path:
-    """Path of the .tar.gz for NAME==VERSION, downloaded once into the kit cache (sha256-checked)."""
+    """Path of the .tar.gz for NAME==VERSION, downloaded once into the kit cache."""
     name, version = _split_requirement(requirement)
-    dest_dir = dest_dir or cache_dir() / "sdists"
-    dest_dir.mkdir(parents=True, exist_ok=True)
     wanted = _sdist_filenames(name, version)
+    return _download(name, lambda filename: filename in wanted, dest_dir or cache_dir() / "sdists",
+                     f"{requirement} (sdist)")
+
+
+def download_wheel(requirement: str, tag: str = "cp311", machine: str = "x86_64",
+                   dest_dir: Path | None = None) -> Path:
+    """Path of a wheel of NAME==VERSION for a Python tag and machine (any OS rules: manylinux)."""
+    name, version = _split_requirement(requirement)
+    prefixes = {f"{stem}-{version}-" for stem in (name.replace("-", "_"), name.replace("-", "_").lower())}
+
+    def wanted(filename: str) -> bool:
+        return (filename.endswith(".whl") and any(filename.startswith(p) for p in prefixes)
+                and f"-{tag}-" in filename and machine in filename)
+
+    return _download(name, wanted, dest_dir or cache_dir() / "wheels-reference",
+                     f"{requirement} ({tag}, {machine} wheel)")
+
+
+def _download(name: str, wanted: Callable[[str], bool], dest_dir: Path, what: str) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
     try:
         request = urllib.request.Request(PYPI_SIMPLE.format(name=name), headers={"Accept": SIMPLE_JSON})
         with urllib.request.urlopen(request, timeout=60) as resp:
             files = json.load(resp)["files"]
     except OSError as exc:
-        cached = [dest_dir / f for f in sorted(wanted) if (dest_dir / f).is_file()]
+        cached = sorted(p for p in dest_dir.iterdir() if wanted(p.name))
         if cached:
-            return cached[0]
-        raise KitError(f"cannot reach PyPI for {requirement} ({exc}). Fix: check the network or "
-                       f"put {sorted(wanted)[0]} in {dest_dir}.") from exc
-    matches = [f for f in files if f["filename"] in wanted]
+            return cached[-1]
+        raise KitError(f"cannot reach PyPI for {what} ({exc}). Fix: check the network, or put the "
+                       f"file in {dest_dir}.") from exc
+    matches = [f for f in files if wanted(f["filename"])]
     if not matches:
-        raise KitError(f"PyPI has no source distribution of {requirement}")
-    info = matches[0]
+        raise KitError(f"PyPI has no file for {what}")
+    info = matches[-1]
     sha256 = info["hashes"]["sha256"]
     target = dest_dir / info["filename"]
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
         return target
     with tempfile.NamedTemporaryFile(dir=dest_dir, delete=False) as tmp:
-        with urllib.request.urlopen(info["url"], timeout=300) as resp:
+        with urllib.request.urlopen(info["url"], timeout=600) as resp:
             shutil.copyfileobj(resp, tmp)
     tmp_path = Path(tmp.name)
     digest = hashlib.sha256(tmp_path.read_bytes()).hexdigest()
     if digest != sha256:
         tmp_path.unlink()
         raise KitError(f"{info['filename']}: sha256 {digest} does not match PyPI's {sha256}")
+    tmp_path.chmod(0o644)
     tmp_path.replace(target)
     return target
 
