@@ -97,7 +97,7 @@ def main() -> None:
 
     if "WORLD_SIZE" in os.environ:
         dist.init_process_group("gloo")
-    rank, world = get_dist_info()
+    rank, _ = get_dist_info()
     warnings.simplefilter("always")
     work_dir = Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
