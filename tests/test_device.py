@@ -205,7 +205,7 @@ def test_forcing_a_device(run_scenario):
 @pytest.mark.parametrize("value, message", [("tpu", "choose one of npu, cuda, cpu"),
                                             ("npu", "no NPU is usable")])
 def test_forcing_an_impossible_device_is_a_clear_error(run_scenario, value, message):
-    result, _ = run_scenario(f"""
+    result, _ = run_scenario("""
         from projects import device
         try:
             device.device_type()

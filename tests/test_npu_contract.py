@@ -6,8 +6,8 @@ The wheels come from PyPI (cached in the kit cache); they are read, never import
 from __future__ import annotations
 
 import pytest
-from conftest import KIT_ROOT
 
+from conftest import KIT_ROOT
 from flashocc_kit import contract
 from flashocc_kit.pins import load_npu_contract
 from flashocc_kit.pypi import download_wheel

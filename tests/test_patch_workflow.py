@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import git, make_repo, snapshot, write_files
 
+from conftest import git, make_repo, snapshot, write_files
 from flashocc_kit import gitutil, patching, sources
 from flashocc_kit.errors import KitError
 from flashocc_kit.patchfile import parse_patch

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import KIT_ROOT
 
+from conftest import KIT_ROOT
 from flashocc_kit import gitutil, patching, sources
 from flashocc_kit.patchfile import read_patch
 from flashocc_kit.pins import load_projects

@@ -119,10 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here instead of the kit's .patch (one project only)")
     p.set_defaults(func=cmd_export)
 
-    from . import contract, doctor, environment
+    from . import contract, doctor, environment, testing
     environment.register(sub)
     doctor.register(sub)
     contract.register(sub)
+    testing.register(sub)
+    from .results import gate, summary
+    summary.register(sub)
+    gate.register(sub)
     return parser
 
 

@@ -162,7 +162,7 @@ class WheelSources:
         if tree is None or depth > 10:
             return module, None
         for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
                 return module, node
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
                 if isinstance(node.value, ast.Name):

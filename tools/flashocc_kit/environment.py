@@ -123,10 +123,10 @@ def probe(python: Path, code: str) -> dict:
 
 
 TORCH_PROBE = """
-import json
+import importlib.util, json
 try:
     import torch
-    print(json.dumps({"torch": torch.__version__, "npu": __import__("importlib.util").util.find_spec("torch_npu") is not None}))
+    print(json.dumps({"torch": torch.__version__, "npu": importlib.util.find_spec("torch_npu") is not None}))
 except ImportError:
     print(json.dumps({"torch": None}))
 """
@@ -194,61 +194,79 @@ def decide_keep_torch(opts: SetupOptions) -> tuple[bool, str]:
     return keep, why
 
 
-def setup(opts: SetupOptions) -> None:
-    ws = Workspace.at(opts.workspace)
-    runner = Runner(ws.kit_state / "logs", total=9)
-    python = venv_python(opts.venv)
-    state_path = opts.venv / STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+class Setup:
+    """The setup steps, each idempotent, sharing one runner and one state file."""
 
-    def save() -> None:
-        state_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    def __init__(self, opts: SetupOptions, total_steps: int):
+        self.opts = opts
+        self.ws = Workspace.at(opts.workspace)
+        self.runner = Runner(self.ws.kit_state / "logs", total=total_steps)
+        self.python = venv_python(opts.venv)
+        self.state_path = opts.venv / STATE_FILE
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
 
-    t = runner.begin("sources: each upstream project at its pin")
-    for project in ws.select(None):
-        sources.obtain(project, ws.root, opts.from_dir, log=lambda m: print(f"      {m}"))
-    runner.done(t, "sources ready")
+    def save(self) -> None:
+        self.state_path.write_text(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
 
-    t = runner.begin("patches: apply, all or nothing per project")
-    ws.apply_all(log=lambda m: print(f"      {m}"))
-    runner.done(t, "patches applied")
+    def sources(self) -> None:
+        t = self.runner.begin("sources: each upstream project at its pin")
+        for project in self.ws.select(None):
+            sources.obtain(project, self.ws.root, self.opts.from_dir, log=lambda m: print(f"      {m}"))
+        self.runner.done(t, "sources ready")
 
-    t = runner.begin(f"virtual environment {opts.venv}")
-    keep_torch, why = decide_keep_torch(opts) if not python.exists() else (state.get("keep_torch", False), "")
-    if not python.exists():
-        cmd = [str(opts.base_python), "-m", "venv", str(opts.venv)]
+    def patches(self) -> None:
+        t = self.runner.begin("patches: apply, all or nothing per project")
+        self.ws.apply_all(log=lambda m: print(f"      {m}"))
+        self.runner.done(t, "patches applied")
+
+    def venv(self) -> None:
+        t = self.runner.begin(f"virtual environment {self.opts.venv}")
+        if self.python.exists():
+            kept = self.state.get("keep_torch", False)
+            self.runner.done(t, f"reused ({'torch kept from the base interpreter' if kept else 'own torch'})")
+            return
+        keep_torch, why = decide_keep_torch(self.opts)
+        cmd = [str(self.opts.base_python), "-m", "venv", str(self.opts.venv)]
         if keep_torch:
             cmd.insert(3, "--system-site-packages")
-        runner.run("venv", cmd)
-        state.clear()
-        state["keep_torch"] = keep_torch
-        save()
-    runner.done(t, why or f"reused ({'torch kept from the base interpreter' if keep_torch else 'own torch'})")
+        self.runner.run("venv", cmd)
+        self.state = {"keep_torch": keep_torch}
+        self.save()
+        self.runner.done(t, why)
 
-    t = runner.begin("Python stack from requirements.txt")
-    pins = stack_requirements(keep_torch)
-    missing = unsatisfied(python, pins)
-    if missing:
-        req = ws.kit_state / "requirements-selected.txt"
+    def pinned(self, title: str, pins: list[str], name: str) -> None:
+        """pip install --no-deps the pins that are not installed at their version."""
+        t = self.runner.begin(title)
+        missing = unsatisfied(self.python, pins)
+        if not missing:
+            self.runner.done(t, f"all {len(pins)} pins already satisfied")
+            return
+        req = self.ws.kit_state / f"{name}-selected.txt"
+        req.parent.mkdir(parents=True, exist_ok=True)
         req.write_text("\n".join(pins) + "\n")
-        runner.run("pip-stack", [str(python), "-m", "pip", "install", "--no-deps", "-r", str(req)])
-        missing = unsatisfied(python, pins)
+        self.runner.run(name, [str(self.python), "-m", "pip", "install", "--no-deps", "-r", str(req)])
+        missing = unsatisfied(self.python, pins)
         if missing:
             raise KitError("after pip install these pins are still not satisfied:\n  " + "\n  ".join(missing))
-        runner.done(t, f"installed {len(pins)} pinned packages")
-    else:
-        runner.done(t, f"all {len(pins)} pins already satisfied")
+        self.runner.done(t, f"installed {len(pins)} pinned packages")
 
-    torch_version = probe(python, TORCH_PROBE).get("torch")
-    if not torch_version:
-        raise KitError(f"torch does not import in {python}. Fix: remove {opts.venv} and run setup again.")
+    def stack(self) -> None:
+        self.pinned("Python stack from requirements.txt", stack_requirements(self.state.get("keep_torch", False)),
+                    "pip-stack")
 
-    t = runner.begin("mmcv (MMCV_WITH_OPS=1) from the patched source, wheel cached")
-    force_npu = cann_home() is not None
-    key = mmcv_cache_key(ws.dir("mmcv"), torch_version, force_npu)
-    if state.get("mmcv") == key and installed_versions(python, ["mmcv-full"]).get("mmcv-full"):
-        runner.done(t, f"installed build {key} is current")
-    else:
+    def torch_version(self) -> str:
+        version = probe(self.python, TORCH_PROBE).get("torch")
+        if not version:
+            raise KitError(f"torch does not import in {self.python}. Fix: remove {self.opts.venv} and run setup again.")
+        return version
+
+    def mmcv(self) -> None:
+        t = self.runner.begin("mmcv (MMCV_WITH_OPS=1) from the patched source, wheel cached")
+        force_npu = cann_home() is not None
+        key = mmcv_cache_key(self.ws.dir("mmcv"), self.torch_version(), force_npu)
+        if self.state.get("mmcv") == key and installed_versions(self.python, ["mmcv-full"]).get("mmcv-full"):
+            self.runner.done(t, f"installed build {key} is current")
+            return
         wheel_dir = cache_dir() / "wheels" / "mmcv" / key
         wheels = sorted(wheel_dir.glob("*.whl"))
         how = "from the wheel cache"
@@ -258,52 +276,67 @@ def setup(opts: SetupOptions) -> None:
                 env["FORCE_NPU"] = "1"
             print(f"      building ({', '.join(f'{k}={v}' for k, v in env.items())}); "
                   "this takes a few minutes once, then it is cached", flush=True)
-            build_out = ws.kit_state / "mmcv-dist"
+            build_out = self.ws.kit_state / "mmcv-dist"
             shutil.rmtree(build_out, ignore_errors=True)
-            runner.run("mmcv-build", [str(python), "setup.py", "bdist_wheel", "-d", str(build_out)],
-                       cwd=ws.dir("mmcv"), env=env)
+            self.runner.run("mmcv-build", [str(self.python), "setup.py", "bdist_wheel", "-d", str(build_out)],
+                            cwd=self.ws.dir("mmcv"), env=env)
             wheel_dir.mkdir(parents=True, exist_ok=True)
             for wheel in build_out.glob("*.whl"):
                 shutil.copy2(wheel, wheel_dir / wheel.name)
             wheels = sorted(wheel_dir.glob("*.whl"))
             how = f"built and cached in {wheel_dir}"
-        runner.run("mmcv-install", [str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall",
-                                    str(wheels[-1])])
-        state["mmcv"] = key
-        save()
-        runner.done(t, how)
+        self.runner.run("mmcv-install", [str(self.python), "-m", "pip", "install", "--no-deps", "--force-reinstall",
+                                         str(wheels[-1])])
+        self.state["mmcv"] = key
+        self.save()
+        self.runner.done(t, how)
 
-    for module, project in (("mmdet", "mmdet"), ("mmdet3d", "mmdet3d")):
-        t = runner.begin(f"{module} editable from {ws.projects[project].path}")
-        src = ws.dir(project)
-        origin = editable_location(python, module)
+    def editable(self, module: str, project: str) -> None:
+        t = self.runner.begin(f"{module} editable from {self.ws.projects[project].path}")
+        src = self.ws.dir(project)
+        origin = editable_location(self.python, module)
         if origin and Path(origin).resolve().is_relative_to(src.resolve()):
-            runner.done(t, "already installed from the patched checkout")
-            continue
-        runner.run(f"{module}-install", [str(python), "-m", "pip", "install", "--no-deps",
-                                         "--no-build-isolation", "-e", str(src)])
-        runner.done(t, "installed")
+            self.runner.done(t, "already installed from the patched checkout")
+            return
+        self.runner.run(f"{module}-install", [str(self.python), "-m", "pip", "install", "--no-deps",
+                                              "--no-build-isolation", "-e", str(src)])
+        self.runner.done(t, "installed")
 
-    t = runner.begin("FlashOCC runtime requirements")
-    problems = check_runtime_requirements(python, ws)
-    if problems:
-        raise KitError("the pinned stack does not satisfy FlashOCC's runtime requirements:\n  "
-                       + "\n  ".join(problems) + f"\nFix: align {REQUIREMENTS.name} with them.")
-    runner.done(t, "satisfied by the pinned stack")
+    def runtime_requirements(self) -> None:
+        t = self.runner.begin("FlashOCC runtime requirements")
+        problems = check_runtime_requirements(self.python, self.ws)
+        if problems:
+            raise KitError("the pinned stack does not satisfy FlashOCC's runtime requirements:\n  "
+                           + "\n  ".join(problems) + f"\nFix: align {REQUIREMENTS.name} with them.")
+        self.runner.done(t, "satisfied by the pinned stack")
 
-    t = runner.begin("DrivingSDK (mx_driving)")
-    print(f"      {install_driving_sdk(runner, python, torch_version)}")
-    runner.done(t, "done")
+    def driving_sdk(self) -> None:
+        t = self.runner.begin("DrivingSDK (mx_driving)")
+        print(f"      {install_driving_sdk(self.runner, self.python, self.torch_version())}")
+        self.runner.done(t, "done")
+
+
+def setup(opts: SetupOptions) -> None:
+    """The seed's steps 1-5: sources, patches, venv, stack, mmcv, mmdet, mmdet3d, FlashOCC, DrivingSDK."""
+    steps = Setup(opts, total_steps=9)
+    steps.sources()
+    steps.patches()
+    steps.venv()
+    steps.stack()
+    steps.mmcv()
+    steps.editable("mmdet", "mmdet")
+    steps.editable("mmdet3d", "mmdet3d")
+    steps.runtime_requirements()
+    steps.driving_sdk()
 
     from .doctor import run_checks
-    report = run_checks(ws, opts.venv)
-    failed = [c for c in report if c.required and not c.ok]
+    report = run_checks(steps.ws, opts.venv)
     print()
     for check in report:
         print(check.line())
-    if failed:
+    if any(c.required and not c.ok for c in report):
         raise KitError("setup finished but the environment is not ready (see the lines marked FAIL above)")
-    print(f"\nready: activate with `source {opts.venv}/bin/activate`; logs in {runner.log_dir}")
+    print(f"\nready: activate with `source {opts.venv}/bin/activate`; logs in {steps.runner.log_dir}")
 
 
 RUNTIME_CHECK = """

@@ -3,3 +3,7 @@
 
 class KitError(Exception):
     """A problem the user can fix; the message says what is wrong and how to fix it."""
+
+
+class SourcesUnavailable(KitError):
+    """An upstream project can be neither copied from a sources directory nor fetched."""

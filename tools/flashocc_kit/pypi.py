@@ -13,8 +13,8 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import KitError
 from .pins import cache_dir
@@ -77,9 +77,9 @@ def _download(name: str, wanted: Callable[[str], bool], dest_dir: Path, what: st
     target = dest_dir / info["filename"]
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
         return target
-    with tempfile.NamedTemporaryFile(dir=dest_dir, delete=False) as tmp:
-        with urllib.request.urlopen(info["url"], timeout=600) as resp:
-            shutil.copyfileobj(resp, tmp)
+    with tempfile.NamedTemporaryFile(dir=dest_dir, delete=False) as tmp, \
+            urllib.request.urlopen(info["url"], timeout=600) as resp:
+        shutil.copyfileobj(resp, tmp)
     tmp_path = Path(tmp.name)
     digest = hashlib.sha256(tmp_path.read_bytes()).hexdigest()
     if digest != sha256:

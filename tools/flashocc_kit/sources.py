@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import gitutil
-from .errors import KitError
+from .errors import KitError, SourcesUnavailable
 from .patching import PatchState, patch_state
 from .pins import Project
 from .pypi import download_sdist, unpack_sdist
@@ -173,7 +173,7 @@ def obtain(project: Project, workspace: Path, sources_dir: Path | None, log=prin
         except KitError as exc:
             if not project.sdist:
                 where = f"{sources_dir}" if sources_dir else "no sources directory"
-                raise KitError(f"{project.name}: cannot fetch {project.repo} and it is not in the sources "
+                raise SourcesUnavailable(f"{project.name}: cannot fetch {project.repo} and it is not in the sources "
                                f"directory ({where}).\n{exc}\nFix: on an air-gapped site put pristine "
                                f"checkouts in a directory and pass `--from DIR` (or set "
                                f"FLASHOCC_KIT_SOURCES).") from exc
