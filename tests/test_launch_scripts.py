@@ -1,0 +1,221 @@
+"""test/*.sh with a stand-in torchrun first on PATH: arguments, defaults, multi-node, exit status,
+summary files, and a source tree left as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import KIT_ROOT, git, make_repo
+
+RECORDED = KIT_ROOT / "tests" / "data" / "recorded" / "cpu_2rank"
+
+STANDIN = r'''#!{python}
+"""Stand-in torchrun: records how it was called, then plays back a recorded run (or fails)."""
+import json, os, shutil, sys
+from pathlib import Path
+
+argv = sys.argv[1:]
+with open(os.environ["STANDIN_RECORD"], "a") as fh:
+    fh.write(json.dumps({{"argv": argv, "cwd": os.getcwd(), "env": {{k: os.environ.get(k) for k in
+        ("FLASHOCC_DEVICE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "PYTHONPATH", "TASK_QUEUE_ENABLE")}}}}) + "\n")
+script = next(a for a in argv if a.endswith(".py"))
+fail = os.environ.get("STANDIN_FAIL", "")
+if fail and script.endswith(fail.split(":")[0]):
+    print("Traceback (most recent call last):\nRuntimeError: stand-in failure on purpose", flush=True)
+    print("torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
+          "Root Cause (first observed failure):\n[0]:\n  time      : 2026-01-01_00:00:00\n"
+          "  host      : standin\n  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 4242)\n"
+          "  error_file: <N/A>\n  traceback : Signal 9 (SIGKILL) received by PID 4242", flush=True)
+    sys.exit(int(fail.split(":")[1]))
+recorded = Path(os.environ["STANDIN_RECORDED"])
+console = (recorded / "console.log").read_text()
+if script.endswith("train.py"):
+    work_dir = Path(argv[argv.index("--work-dir") + 1])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for log in (recorded / "work_dir").iterdir():
+        shutil.copy(log, work_dir / log.name)
+    options = argv[argv.index("--cfg-options") + 1:]
+    epochs = [o.split("=")[1] for o in options if o.startswith("runner.max_epochs=")]
+    if epochs and epochs[0] != "None":
+        (work_dir / f"epoch_{{epochs[0]}}_ema.pth").write_bytes(b"")
+    print("\n".join(l for l in console.splitlines() if "===>" not in l))
+else:
+    print("\n".join(l for l in console.splitlines() if "===>" in l))
+'''
+
+
+@pytest.fixture
+def flashocc_tree(tmp_path):
+    """A stand-in FlashOCC root (git checkout) with the kit's test/ linked in, as setup leaves it."""
+    root = tmp_path / "FlashOCC"
+    make_repo(root, {"tools/train.py": "# upstream\n", "tools/test.py": "# upstream\n",
+                     "projects/configs/flashocc/flashocc-r50.py": "# upstream config\n",
+                     "projects/configs/flashocc/flashocc-r50-smoke.py": "# smoke config\n",
+                     ".gitignore": "work_dirs/*\n/test\n"})
+    (root / "test").mkdir()  # the launch scripts linked one by one: outputs stay in this tree
+    for script in (KIT_ROOT / "test").glob("*.sh"):
+        (root / "test" / script.name).symlink_to(script)
+    return root
+
+
+@pytest.fixture
+def launch(tmp_path, flashocc_tree):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    standin = bin_dir / "torchrun"
+    standin.write_text(STANDIN.format(python=sys.executable))
+    standin.chmod(0o755)
+    record = tmp_path / "calls.jsonl"
+
+    def run(script: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, list]:
+        record.unlink(missing_ok=True)
+        full_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                    "STANDIN_RECORD": str(record), "STANDIN_RECORDED": str(RECORDED), "FLASHOCC_DEVICE": "cpu",
+                    **(env or {})}
+        for var in ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "FLASHOCC_SMOKE"):
+            if var not in (env or {}):
+                full_env.pop(var, None)
+        proc = subprocess.run(["bash", f"test/{script}", *args], cwd=flashocc_tree, env=full_env,
+                              capture_output=True, text=True, timeout=300)
+        calls = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+        return proc, calls
+
+    return run
+
+
+def torchrun_options(argv: list[str]) -> dict[str, str]:
+    return dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a and not a.startswith("--cfg"))
+
+
+def cfg_options(argv: list[str]) -> list[str]:
+    return argv[argv.index("--cfg-options") + 1:]
+
+
+def test_perf_script_defaults(launch, flashocc_tree):
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh")
+    assert proc.returncode == 0, proc.stderr
+    (call,) = calls
+    assert torchrun_options(call["argv"]) == {"nnodes": "1", "node_rank": "0", "nproc_per_node": "8",
+                                              "master_addr": "127.0.0.1", "master_port": "29500"}
+    argv = call["argv"]
+    assert argv[argv.index("tools/train.py") + 1] == "projects/configs/flashocc/flashocc-r50.py"
+    assert ["--launcher", "pytorch"] == argv[argv.index("--launcher"):argv.index("--launcher") + 2]
+    opts = cfg_options(argv)
+    assert "data.samples_per_gpu=4" in opts  # the seed's global batch 32 on 8 devices
+    assert {"runner.type=IterBasedRunner", "runner.max_iters=200", "runner.max_epochs=None"} <= set(opts)
+    assert Path(call["cwd"]) == flashocc_tree
+    assert call["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(flashocc_tree)
+
+
+def test_options_reach_torchrun_and_the_config(launch, tmp_path):
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--num-npu", "4", "--batch-size", "6", "--max-iters", "50",
+                         "--data-root", "/data/nuscenes", "--work-dir", str(tmp_path / "wd"),
+                         "--resume", "auto")
+    assert proc.returncode == 0, proc.stderr
+    argv = calls[0]["argv"]
+    assert torchrun_options(argv)["nproc_per_node"] == "4"
+    opts = cfg_options(argv)
+    assert {"data.samples_per_gpu=6", "runner.max_iters=50", "data.train.data_root=/data/nuscenes/",
+            "data.train.ann_file=/data/nuscenes/bevdetv2-nuscenes_infos_train.pkl",
+            "data.test.ann_file=/data/nuscenes/bevdetv2-nuscenes_infos_val.pkl"} <= set(opts)
+    assert argv[argv.index("--work-dir") + 1] == str(tmp_path / "wd")
+    assert "--auto-resume" in argv
+
+
+def test_multi_node_variables(launch):
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", env={"NNODES": "2", "NODE_RANK": "1",
+                                                               "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "6000"})
+    assert proc.returncode == 0, proc.stderr
+    assert torchrun_options(calls[0]["argv"]) == {"nnodes": "2", "node_rank": "1", "nproc_per_node": "8",
+                                                  "master_addr": "10.1.2.3", "master_port": "6000"}
+    assert "_bs32_8p_" in proc.stdout  # 8 devices per node is what the case name records
+
+
+def test_seed_interface_epochs_is_a_performance_run(launch, flashocc_tree):
+    proc, calls = launch("train_8p_flashocc_r50.sh", "--epochs=1")
+    assert proc.returncode == 0, proc.stderr
+    (call,) = calls  # no evaluation
+    opts = cfg_options(call["argv"])
+    assert "runner.max_epochs=1" in opts and not any(o.startswith("runner.type") for o in opts)
+    out = flashocc_tree / "test" / "output" / "FlashOCC_R50_bs32_8p_perf"
+    assert (out / "FlashOCC_R50_bs32_8p_perf.log").exists()
+
+
+def test_seed_interface_without_arguments_trains_24_epochs_then_evaluates(launch, flashocc_tree):
+    proc, calls = launch("train_8p_flashocc_r50.sh")
+    assert proc.returncode == 0, proc.stderr
+    train, test = calls
+    assert "runner.max_epochs=24" in cfg_options(train["argv"])
+    argv = test["argv"]
+    assert argv[argv.index("tools/test.py") + 2].endswith("work_dirs/FlashOCC_R50_bs32_8p_acc/epoch_24_ema.pth")
+    assert argv[argv.index("--eval") + 1] == "mIoU"
+    log = (flashocc_tree / "test/output/FlashOCC_R50_bs32_8p_acc/FlashOCC_R50_bs32_8p_acc.log").read_text()
+    fields = dict(line.split(" = ", 1) for line in log.splitlines() if " = " in line)
+    assert {"Network", "DeviceType", "RankSize", "BatchSize", "CaseName", "E2ETrainingTime", "TrainingTime",
+            "ActualFPS", "ActualLoss", "mIoU"} <= set(fields)
+    assert fields["RankSize"] == "8" and fields["CaseName"] == "FlashOCC_R50_bs32_8p_acc"
+    summary = json.loads((flashocc_tree / "test/output/FlashOCC_R50_bs32_8p_acc/"
+                          "FlashOCC_R50_bs32_8p_acc_summary.json").read_text())
+    assert summary["environment"]["device"] == "cpu" and summary["environment"]["device_count"] == 8
+    assert (flashocc_tree / "test/output/FlashOCC_R50_bs32_8p_acc/FlashOCC_R50_bs32_8p_acc_curves.png").stat().st_size
+
+
+def test_fp16_scripts_switch_the_backbone_to_half_precision(launch):
+    for script in ("train_8p_flashocc_r50_fp16_perf.sh", "train_8p_flashocc_r50_fp16_full.sh"):
+        proc, calls = launch(script)
+        assert proc.returncode == 0, proc.stderr
+        assert all("model.img_backbone_fp16=True" in cfg_options(c["argv"]) for c in calls)
+        assert "_fp16backbone" in proc.stdout
+
+
+@pytest.mark.parametrize("failing, code", [("train.py:3", 3), ("test.py:1", 1)])
+def test_a_failed_run_exits_non_zero_with_its_cause_and_the_log_tail(launch, flashocc_tree, failing, code):
+    before = git(flashocc_tree, "status", "--porcelain", "--ignored")
+    proc, _ = launch("train_8p_flashocc_r50_full.sh", "--epochs", "2", env={"STANDIN_FAIL": failing})
+    assert proc.returncode == code
+    assert "rank 1 failed (killed by signal 9)" in proc.stderr
+    assert "last lines of" in proc.stderr and "stand-in failure on purpose" in proc.stderr
+    out = flashocc_tree / "test/output/FlashOCC_R50_bs32_8p_acc"
+    assert not (out / "FlashOCC_R50_bs32_8p_acc.log").exists()  # no summary of a failed run
+    after = git(flashocc_tree, "status", "--porcelain", "--ignored")
+    assert [line for line in after.splitlines() if "work_dirs" not in line] == \
+        [line for line in before.splitlines() if "work_dirs" not in line]
+
+
+def test_smoke_flag_selects_the_cpu_smoke_configuration(launch):
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5", env={"FLASHOCC_SMOKE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    call = calls[0]
+    assert "projects/configs/flashocc/flashocc-r50-smoke.py" in call["argv"]
+    assert torchrun_options(call["argv"])["nproc_per_node"] == "2"
+    assert call["env"]["FLASHOCC_DEVICE"] == "cpu" and call["env"]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_bad_options_are_refused_before_anything_runs(launch):
+    proc, calls = launch("train_8p_flashocc_r50_full.sh", "--max-iters", "10")
+    assert proc.returncode == 2 and "--max-iters is for performance runs" in proc.stderr
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--num-npu", "0")
+    assert proc.returncode == 2 and "at least 1" in proc.stderr
+    assert calls == []
+
+
+def test_scripts_work_when_test_is_copied_by_hand(launch, flashocc_tree, tmp_path):
+    """The seed's `cp -r test/ FlashOCC/`, with the kit as FlashOCC's parent directory."""
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "tools").symlink_to(KIT_ROOT / "tools")
+    moved = kit / "FlashOCC"
+    shutil.move(str(flashocc_tree), moved)
+    shutil.rmtree(moved / "test")
+    shutil.copytree(KIT_ROOT / "test", moved / "test", ignore=shutil.ignore_patterns("output"))
+    bin_dir = tmp_path / "bin"
+    proc = subprocess.run(["bash", "test/train_8p_flashocc_r50_perf.sh", "--dry-run"], cwd=moved, text=True,
+                          capture_output=True, env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    assert "tools/train.py projects/configs/flashocc/flashocc-r50.py" in proc.stdout
