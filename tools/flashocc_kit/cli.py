@@ -119,12 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here instead of the kit's .patch (one project only)")
     p.set_defaults(func=cmd_export)
 
-    from . import contract, doctor, environment, launch, testing
+    from . import contract, doctor, environment, launch, patch_coverage, testing
     environment.register(sub)
     doctor.register(sub)
     contract.register(sub)
     testing.register(sub)
     launch.register(sub)
+    patch_coverage.register(sub)
     from .results import gate, summary
     summary.register(sub)
     gate.register(sub)

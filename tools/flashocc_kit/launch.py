@@ -323,8 +323,7 @@ def summarize(run: Run, logs: list[Path], e2e: float) -> int:
     if run.smoke and run.accuracy:
         from .visualize import render_run
 
-        for picture in render_run(run.flashocc, run.work_dir / "results.pkl", run.data_root, run.output_dir,
-                                  run.work_dir):
+        for picture in render_run(run.flashocc, run.work_dir / "results.pkl", run.data_root, run.output_dir):
             print(f"picture: {picture}")
     print(f"outputs in {run.output_dir}")
     return 0

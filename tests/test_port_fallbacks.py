@@ -1,0 +1,129 @@
+"""The port's CPU fallbacks for upstream's CUDA-only pieces, and its other small switches."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
+
+
+def nearest_assign_kernel(occ, l2s_key, occind2detind, inst_cls, inst_xyz, inst_ids):
+    """Upstream's CUDA kernel, transcribed one voxel at a time (200 x 200 x 16 grid)."""
+    out = torch.zeros_like(occ).flatten()
+    flat = occ.flatten().tolist()
+    keys = set(l2s_key.tolist())
+    for idx, label in enumerate(flat):
+        if label not in keys:
+            out[idx] = label
+            continue
+        x, y, z = idx // (200 * 16), (idx - idx // (200 * 16) * 200 * 16) // 16, idx % 16
+        best = 100000000
+        for k in range(len(inst_cls)):
+            if inst_cls[k] == occind2detind[label]:
+                d = (x - inst_xyz[k][0]) ** 2 + (y - inst_xyz[k][1]) ** 2 + (z - inst_xyz[k][2]) ** 2
+                if d < best:
+                    best, out[idx] = d, int(inst_ids[k])
+    return out.view(occ.shape)
+
+
+def test_nearest_assign_portable_matches_the_cuda_kernel(flashocc_new_modules):
+    portable = importlib.import_module(
+        "flashocc_patch_new.projects.mmdet3d_plugin.ops.nearest_assign.portable").nearest_assign_portable
+    g = torch.Generator().manual_seed(0)
+    occ = torch.full((200, 200, 16), 17, dtype=torch.int32)
+    cells = torch.randint(0, occ.numel(), (400,), generator=g)
+    occ.view(-1)[cells] = torch.randint(0, 11, (400,), generator=g, dtype=torch.int32)
+    occind2detind = torch.tensor([-1, -1, 5, 3, 0, 4, 6, 7, -1, 2, 1])
+    l2s_key = torch.tensor([2, 4, 10])  # class 10 has no instance below: its voxels become 0
+    inst_cls = torch.tensor([5, 0, 0, 3])
+    inst_xyz = torch.tensor([[10, 10, 2], [150, 20, 3], [150, 20, 3], [0, 0, 0]])  # a tie: first one wins
+    inst_ids = torch.tensor([101, 102, 103, 104])
+    got = portable(occ, l2s_key, occind2detind, inst_cls, inst_xyz, inst_ids, chunk=37)
+    expected = nearest_assign_kernel(occ, l2s_key, occind2detind, inst_cls, inst_xyz, inst_ids)
+    assert got.dtype == torch.int32
+    assert torch.equal(got, expected)
+    assert 103 not in got.tolist() and set(got[occ == 4].tolist()) == {102}
+
+
+# --- in the patched FlashOCC tree ---------------------------------------------------------------
+
+def test_bev_pool_v1_without_its_extension_sums_and_maxes_like_the_kernel(flashocc_root):
+    from projects.mmdet3d_plugin.ops.bev_pool.bev_pool import bev_pool, bev_pool_ext
+
+    assert bev_pool_ext is None  # not built on this machine
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(50, 8, generator=g, requires_grad=True)
+    coords = torch.stack([torch.randint(0, 5, (50,), generator=g), torch.randint(0, 4, (50,), generator=g),
+                          torch.randint(0, 2, (50,), generator=g), torch.randint(0, 2, (50,), generator=g)], 1)
+    B, D, H, W = 2, 2, 4, 5  # coords: (x < W, y < H, z < D, b < B)
+    expected_sum = torch.zeros(B, D, H, W, 8)
+    expected_max = torch.zeros(B, D, H, W, 8)  # the kernel's running max starts at 0
+    for f, (x, y, z, b) in zip(feats.detach(), coords.tolist()):
+        expected_sum[b, z, y, x] += f
+        expected_max[b, z, y, x] = torch.maximum(expected_max[b, z, y, x], f)
+    summed = bev_pool(feats, coords, B, D, H, W)
+    assert summed.shape == (B, 8, D, H, W)
+    torch.testing.assert_close(summed, expected_sum.permute(0, 4, 1, 2, 3))
+    summed.sum().backward()
+    assert torch.allclose(feats.grad, torch.ones_like(feats))
+    torch.testing.assert_close(bev_pool(feats, coords, B, D, H, W, "max"), expected_max.permute(0, 4, 1, 2, 3))
+
+
+def test_bev_pool_v2_without_its_extension_matches_the_sorted_reference(flashocc_root):
+    from projects.mmdet3d_plugin.ops.bev_pool_v2.bev_pool import bev_pool_v2
+    from projects.mmdet3d_plugin.ops.bev_pool_v3.reference import bev_pool_v2_sorted, sort_into_intervals
+
+    g = torch.Generator().manual_seed(2)
+    depth = torch.rand(1, 2, 3, 4, 5, generator=g)
+    feat = torch.randn(1, 2, 4, 5, 8, generator=g)
+    n = 100
+    ranks = (torch.randint(0, 40, (n,), generator=g).int(), torch.randint(0, depth.numel(), (n,), generator=g).int(),
+             torch.randint(0, 40, (n,), generator=g).int())
+    rb, rd, rf, starts, lengths = sort_into_intervals(*ranks)
+    got = bev_pool_v2(depth, feat, rd, rf, rb, (1, 1, 5, 8, 8), starts, lengths)
+    torch.testing.assert_close(got, bev_pool_v2_sorted(depth, feat, rd, rf, rb, (1, 1, 5, 8, 8), starts, lengths))
+
+
+def test_tensorrt_export_path_still_gets_sorted_ranks_and_intervals(flashocc_root):
+    from projects.mmdet3d_plugin.models.necks.view_transformer import LSSViewTransformer
+
+    grid = {"x": [-40, 40, 0.4], "y": [-40, 40, 0.4], "z": [-1, 5.4, 6.4], "depth": [1.0, 45.0, 0.5]}
+    vt = LSSViewTransformer(grid_config=grid, input_size=(256, 704), downsample=16, in_channels=8, out_channels=8)
+    coor = (torch.rand(1, 2, 4, 3, 5, 3, generator=torch.Generator().manual_seed(3)) - 0.5) * 60
+    rb, rd, rf, starts, lengths = vt.voxel_pooling_prepare_sorted(coor)
+    assert (rb[1:] >= rb[:-1]).all()
+    assert int(lengths.sum()) == rb.numel() and starts[0] == 0
+    assert set(zip(*[t.tolist() for t in vt.voxel_pooling_prepare_v2(coor)])) == set(zip(rb.tolist(), rd.tolist(),
+                                                                                            rf.tolist()))
+    far = torch.full((1, 1, 1, 1, 1, 3), 1000.0)  # no point inside the grid
+    assert vt.voxel_pooling_prepare_sorted(far) == (None,) * 5
+
+
+def test_ray_iou_off_cuda_is_a_clear_error_not_an_import_failure(flashocc_root):
+    from projects.mmdet3d_plugin.core.evaluation import ray_metrics
+
+    with pytest.raises(RuntimeError, match="ray-IoU needs the CUDA extension lib/dvr.*runs on cpu"):
+        ray_metrics.load_dvr()
+
+
+def test_custom_focal_loss_builds_and_runs_on_cpu(flashocc_root):
+    from projects.mmdet3d_plugin.models.losses.focal_loss import CustomFocalLoss
+
+    loss = CustomFocalLoss()
+    assert loss.c.device.type == "cpu"
+
+
+def test_backbone_fp16_runs_the_backbone_in_half_precision(flashocc_root):
+    from mmcv import Config
+    from mmdet3d.models import build_model
+
+    cfg = Config.fromfile(str(flashocc_root / "projects/configs/flashocc/flashocc-r50-smoke.py"))
+    cfg.model.img_backbone_fp16 = True
+    model = build_model(cfg.model)
+    seen = []
+    model.img_backbone.register_forward_hook(lambda mod, args, out: seen.append(out[0].dtype))
+    feats, _ = model.image_encoder(torch.randn(1, 2, 3, 128, 352))
+    assert seen == [torch.bfloat16]  # CPU autocast: bfloat16 (float16 on NPU and CUDA)
+    assert feats.dtype == torch.float32  # the rest of the network stays in float32

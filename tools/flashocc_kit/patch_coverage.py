@@ -1,0 +1,152 @@
+"""`kit.py coverage`: which lines the patches add are executed by the test suite.
+
+pytest runs under coverage.py, subprocesses included (the torchrun workers of the smoke runs, the
+stand-in scenarios, the gloo ranks): a .pth hook starts coverage in every Python process of the
+kit's environment for the duration of the run. A measured file counts for a patched file only if
+its content is the patch's post-image (same git blob id), wherever it was executed from: the
+workspace checkout, the installed mmcv, or a copy the tests extracted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KitError
+from .gitutil import file_blob_id
+from .patchfile import added_lines, read_patch
+from .pins import KIT_ROOT, load_projects
+from .stackenv import ensure_stack
+
+STARTUP_PTH = "flashocc_kit_coverage.pth"
+TARGET = 95.0  # percent of added executable lines (the port issue's aim)
+
+
+@dataclass
+class FileReport:
+    patch: str
+    path: str
+    added: list[int]  # added executable lines
+    executed: set[int]
+    source: list[str]
+
+    @property
+    def missed(self) -> list[int]:
+        return [n for n in self.added if n not in self.executed]
+
+
+def rcfile_text(data_file: Path, patterns: list[str]) -> str:
+    include = "\n    ".join(patterns)
+    return f"[run]\nparallel = True\ndata_file = {data_file}\ninclude =\n    {include}\n"
+
+
+def patched_python_files() -> dict[str, tuple[str, str]]:
+    """relative path -> (patch name, post-image blob id), for every .py file a patch leaves behind."""
+    files = {}
+    for project in load_projects().values():
+        for change in read_patch(project.patch_file):
+            if change.new_path and change.new_path.endswith(".py") and change.new_blob:
+                files[change.new_path] = (project.patch, change.new_blob)
+    return files
+
+
+def run_suite(pytest_args: list[str], work: Path) -> Path:
+    """pytest under coverage, every subprocess too; returns the combined data file."""
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob(".coverage*"):
+        old.unlink()
+    data_file = work / ".coverage"
+    rcfile = work / "coveragerc"
+    rcfile.write_text(rcfile_text(data_file, [f"*/{p}" for p in patched_python_files()]))
+    pth = Path(sysconfig.get_paths()["purelib"]) / STARTUP_PTH
+    pth.write_text("import coverage; coverage.process_startup()\n")
+    try:
+        env = {**os.environ, "COVERAGE_PROCESS_START": str(rcfile)}
+        subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=KIT_ROOT, env=env)
+    finally:
+        pth.unlink(missing_ok=True)
+    subprocess.run([sys.executable, "-m", "coverage", "combine", f"--rcfile={rcfile}", "-q"], cwd=work,
+                   check=True)
+    return data_file
+
+
+def report(data_file: Path) -> list[FileReport]:
+    import coverage
+
+    data = coverage.CoverageData(basename=str(data_file))
+    data.read()
+    cov = coverage.Coverage(data_file=str(data_file))
+    cov.load()
+    wanted = patched_python_files()
+    executed: dict[str, set[int]] = {rel: set() for rel in wanted}
+    statements: dict[str, set[int]] = {}
+    sources: dict[str, list[str]] = {}
+    for measured in data.measured_files():
+        rel = next((r for r in wanted if measured.endswith("/" + r)), None)
+        if rel is None or not Path(measured).exists() or file_blob_id(Path(measured)) != wanted[rel][1]:
+            continue  # another version of the file (the unpatched sdist, a stale install)
+        executed[rel] |= set(data.lines(measured) or ())
+        if rel not in statements:
+            statements[rel] = set(cov.analysis2(measured)[1])
+            sources[rel] = Path(measured).read_text().splitlines()
+    reports = []
+    for project in load_projects().values():
+        for rel, numbers in added_lines(project.patch_file.read_text()).items():
+            if rel not in wanted:
+                continue
+            if rel not in statements:  # never imported anywhere
+                reports.append(FileReport(project.patch, rel, sorted(numbers), set(), []))
+                continue
+            added = sorted(numbers & statements[rel])
+            reports.append(FileReport(project.patch, rel, added, executed[rel], sources[rel]))
+    return reports
+
+
+def print_report(reports: list[FileReport]) -> float:
+    total_added = sum(len(r.added) for r in reports)
+    total_run = sum(len(r.added) - len(r.missed) for r in reports)
+    by_patch: dict[str, list[FileReport]] = {}
+    for r in reports:
+        by_patch.setdefault(r.patch, []).append(r)
+    print(f"{'patch / file':70s} {'added':>6s} {'run':>5s} {'cover':>6s}")
+    for patch, files in by_patch.items():
+        added = sum(len(f.added) for f in files)
+        run = sum(len(f.added) - len(f.missed) for f in files)
+        print(f"{patch:70s} {added:6d} {run:5d} {100 * run / max(1, added):5.1f}%")
+        for f in files:
+            if f.added:
+                print(f"  {f.path:68s} {len(f.added):6d} {len(f.added) - len(f.missed):5d} "
+                      f"{100 * (len(f.added) - len(f.missed)) / len(f.added):5.1f}%")
+    percent = 100 * total_run / max(1, total_added)
+    print(f"{'all patches':70s} {total_added:6d} {total_run:5d} {percent:5.1f}%  (aim: {TARGET:.0f}%)")
+    missed = [(f, n) for f in reports for n in f.missed]
+    if missed:
+        print("\nadded lines no test executed:")
+        for f, n in missed:
+            text = f.source[n - 1].strip() if f.source and n <= len(f.source) else "(file never imported)"
+            print(f"  {f.path}:{n}: {text}")
+    return percent
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("coverage", help="run the tests under coverage; report the patches' added lines executed")
+    p.add_argument("--report-only", action="store_true", help="report the last run's data again")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (after --)")
+    p.set_defaults(func=_cmd_coverage)
+
+
+def _cmd_coverage(args: argparse.Namespace) -> int:
+    ensure_stack(Path(args.workspace), ("coverage", "pytest"), "coverage")
+    work = Path(args.workspace).resolve() / ".kit" / "coverage"
+    data_file = work / ".coverage"
+    if not args.report_only:
+        data_file = run_suite([a for a in args.pytest_args if a != "--"], work)
+    if not data_file.exists():
+        raise KitError(f"no coverage data in {work}: run `python3 tools/kit.py coverage` first")
+    percent = print_report(report(data_file))
+    return 0 if percent >= TARGET else 1
