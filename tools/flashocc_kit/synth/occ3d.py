@@ -1,0 +1,38 @@
+"""The Occ3D-nuScenes conventions the generated data must follow (standard library only).
+
+Class order is occ_metrics.py's `Metric_mIoU.class_names`; the grid is its point_cloud_range at
+0.4 m. Detection classes and their order are create_data_bevdet.py's `classes` (ann_infos labels).
+"""
+
+from __future__ import annotations
+
+OCC_CLASSES = (
+    "others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
+    "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain", "manmade",
+    "vegetation", "free",
+)
+OCC = {name: index for index, name in enumerate(OCC_CLASSES)}
+FREE = OCC["free"]
+
+# Ego frame (x forward, y left, z up, origin on the ground), x, y in [-40, 40), z in [-1, 5.4):
+# voxel (i, j, k) spans [LO + 0.4 * index, LO + 0.4 * (index + 1)) on each axis.
+GRID_SHAPE = (200, 200, 16)
+GRID_LO = (-40.0, -40.0, -1.0)
+VOXEL = 0.4
+# The ground surface (z = 0) lies in layer k = 2, which spans [-0.2, 0.2).
+GROUND_LAYER = 2
+
+# create_data_bevdet.py's `classes`: ann_infos labels index into this tuple.
+DET_CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
+               "pedestrian", "traffic_cone")
+
+CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
+LIDAR = "LIDAR_TOP"
+
+INFO_PREFIX = "bevdetv2-nuscenes"
+NUSCENES_VERSION = "v1.0-trainval"
+SAMPLE_INTERVAL_US = 500_000  # nuScenes key frames come at 2 Hz
+
+
+def info_file(split: str) -> str:
+    return f"{INFO_PREFIX}_infos_{split}.pkl"

@@ -1,0 +1,271 @@
+"""Reload a written data set the way FlashOCC does and check it: fields, files, shapes, geometry.
+
+The geometric check takes, per camera, the voxel faces it sees whole (clear lines of sight to the
+face from the camera centre in the infos) and large enough, projects them with the stored
+intrinsics and sensor2ego (read with pyquaternion, as PrepareImageInputs reads them), and asks
+whether the image there shows the voxel's class colour. Wrong conventions (ego2sensor stored as
+sensor2ego, a transposed rotation, camera axes mixed up, intrinsics of another size) and swapped
+cameras put the faces onto other things and the agreement collapses.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pyquaternion import Quaternion
+
+from ..errors import KitError
+from .occ3d import CAMERAS, DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, VOXEL, info_file
+from .render import FAR_GROUND_COLOUR, PALETTE, SKY_HORIZON, SKY_ZENITH
+
+INFO_KEYS = ("lidar_path", "token", "sweeps", "cams", "lidar2ego_translation", "lidar2ego_rotation",
+             "ego2global_translation", "ego2global_rotation", "timestamp", "gt_boxes", "gt_names", "gt_velocity",
+             "num_lidar_pts", "num_radar_pts", "valid_flag", "ann_infos", "scene_token", "scene_name", "occ_path")
+CAM_KEYS = ("data_path", "type", "sample_data_token", "sensor2ego_translation", "sensor2ego_rotation",
+            "ego2global_translation", "ego2global_rotation", "timestamp", "sensor2lidar_rotation",
+            "sensor2lidar_translation", "cam_intrinsic")
+LABEL_KEYS = ("semantics", "mask_lidar", "mask_camera")
+# Measured: correct geometry scores 0.9 to 1 (0.97 and up from 704 px); wrong conventions about 0;
+# two swapped cameras mostly under 0.5 and at most about 0.8 when both face alike scenery (walls).
+MIN_AGREEMENT = 0.85
+MIN_FACES = 40  # a camera seeing fewer faces (a bus filling its view, say) is not judged
+MIN_CAMERAS = 3  # judged cameras a sample needs
+GEOMETRY_SAMPLES = 4  # samples tried per split, for one with enough judged cameras
+MIN_FACE_PX = 4  # faces narrower than this (far, or seen edge-on) are not judged
+LOS_STEP = 0.1  # m, sampling of a line of sight
+FACE_INSET = 0.01  # m: a face's point lies this far inside its voxel
+FACE_PROBE = 0.15  # m from a face's centre: points whose lines of sight must be clear too
+MAX_PROBLEMS = 20
+# Candidate colours a pixel can be: the classes, then sky and the ground beyond the grid.
+CANDIDATES = np.vstack([PALETTE[:FREE], np.array([SKY_HORIZON, SKY_ZENITH, FAR_GROUND_COLOUR], np.float32)])
+
+
+class Problems(list):
+    def add(self, text: str) -> None:
+        self.append(text)
+
+
+def stored_to_local(stored: str, files_root: Path, prefix: str) -> Path | None:
+    """The file a stored path names, found under files_root; None if it does not start with prefix."""
+    norm_prefix = os.path.normpath(prefix)
+    norm = os.path.normpath(stored)
+    if norm != norm_prefix and not norm.startswith(norm_prefix.rstrip(os.sep) + os.sep):
+        return None
+    return files_root / os.path.relpath(norm, norm_prefix)
+
+
+def cam_to_ego(cam_info: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation exactly as PrepareImageInputs.get_sensor_transforms builds sensor2ego."""
+    w, x, y, z = cam_info["sensor2ego_rotation"]
+    return Quaternion(w, x, y, z).rotation_matrix, np.asarray(cam_info["sensor2ego_translation"], dtype=float)
+
+
+def classify(pixels: np.ndarray) -> np.ndarray:
+    """Index into CANDIDATES whose colour, scaled by the best brightness factor, is nearest each pixel."""
+    norms = (CANDIDATES ** 2).sum(axis=1)
+    scale = np.clip(pixels @ CANDIDATES.T / norms, 0.15, 1.4)  # (N, K)
+    residual = ((pixels[:, None, :] - scale[:, :, None] * CANDIDATES[None]) ** 2).sum(axis=2)
+    return residual.argmin(axis=1)
+
+
+def exposed_faces(semantics: np.ndarray, eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Faces of occupied voxels that face the eye and border a free voxel.
+
+    Returns each face's voxel (flat index), its centre moved FACE_INSET into the voxel, and its axis.
+    """
+    occupied = semantics != FREE
+    flat = np.flatnonzero(occupied)
+    cells = np.stack(np.unravel_index(flat, GRID_SHAPE), axis=1)
+    centres = np.array(GRID_LO) + VOXEL * (cells + 0.5)
+    owners, points, axes = [], [], []
+    for axis in range(3):
+        side = np.sign(eye[axis] - centres[:, axis]).astype(np.int64)
+        neighbour = cells.copy()
+        neighbour[:, axis] += side
+        outside = (neighbour[:, axis] < 0) | (neighbour[:, axis] >= GRID_SHAPE[axis])
+        np.clip(neighbour[:, axis], 0, GRID_SHAPE[axis] - 1, out=neighbour[:, axis])
+        exposed = (side != 0) & (outside | ~occupied[tuple(neighbour.T)])
+        point = centres[exposed].copy()
+        point[:, axis] += side[exposed] * (VOXEL / 2 - FACE_INSET)
+        owners.append(flat[exposed])
+        points.append(point)
+        axes.append(np.full(len(point), axis))
+    return np.concatenate(owners), np.concatenate(points), np.concatenate(axes)
+
+
+def unobstructed(occupied: np.ndarray, owner: np.ndarray, points: np.ndarray, eye: np.ndarray) -> np.ndarray:
+    """Whether the segment from eye to each point crosses no occupied voxel but its owner (sampled every 0.1 m)."""
+    offset = points - eye
+    length = np.linalg.norm(offset, axis=1)
+    unit = offset / length[:, None]
+    clear = np.ones(len(owner), dtype=bool)
+    active = np.arange(len(owner))
+    distance = LOS_STEP
+    while active.size:
+        active = active[length[active] > distance]
+        point = eye + distance * unit[active]
+        cell = np.floor((point - GRID_LO) / VOXEL).astype(np.int64)
+        inside = ((cell >= 0) & (cell < GRID_SHAPE)).all(axis=1)
+        here = np.ravel_multi_index(tuple(np.clip(cell, 0, np.array(GRID_SHAPE) - 1).T), GRID_SHAPE)
+        blocked = inside & occupied[here] & (here != owner[active])
+        clear[active[blocked]] = False
+        active = active[~blocked]
+        distance += LOS_STEP
+    return clear
+
+
+def camera_agreement(cam_info: dict, image: np.ndarray, semantics: np.ndarray) -> tuple[float, int]:
+    """Share of the voxel faces the camera sees whose pixel shows their class; and how many were judged."""
+    height, width = image.shape[:2]
+    rotation, translation = cam_to_ego(cam_info)
+    intrinsic = np.asarray(cam_info["cam_intrinsic"], dtype=float)
+
+    def project(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cam = (points - translation) @ rotation
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (cam @ intrinsic.T)[:, :2] / cam[:, 2:3], cam[:, 2]
+
+    owner, points, axis = exposed_faces(semantics, translation)
+    uv, depth = project(points)
+    # Judge faces that look at least MIN_FACE_PX across both ways, so the 3x3 pixels sampled lie on them.
+    size = np.full(len(points), np.inf)
+    for other in range(1, 3):
+        step = np.zeros((len(points), 3))
+        step[np.arange(len(points)), (axis + other) % 3] = VOXEL / 2
+        (a, da), (b, db) = project(points + step), project(points - step)
+        size = np.minimum(size, np.where((da > 0) & (db > 0), np.linalg.norm(a - b, axis=1), 0))
+    u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+    keep = np.flatnonzero((depth > 0.5) & (size >= MIN_FACE_PX) & (u >= 1) & (u < width - 1) & (v >= 1)
+                          & (v < height - 1))
+    # Seen whole, near enough: the lines of sight to the face's centre and to four points around it are clear
+    # (a face half hidden behind a nearer object's edge would be judged on that object's pixels).
+    occupied = semantics.ravel() != FREE
+    for du, dv in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+        probe = points[keep].copy()
+        rows = np.arange(len(keep))
+        probe[rows, (axis[keep] + 1) % 3] += du * FACE_PROBE
+        probe[rows, (axis[keep] + 2) % 3] += dv * FACE_PROBE
+        keep = keep[unobstructed(occupied, owner[keep], probe, translation)]
+    u, v = u[keep].astype(np.int64), v[keep].astype(np.int64)
+    pixels = sum(image[v + dv, u + du].astype(np.float32) for dv in (-1, 0, 1) for du in (-1, 0, 1)) / 9
+    agree = classify(pixels) == semantics.ravel()[owner[keep]]
+    return (float(agree.mean()) if agree.size else 0.0), int(agree.size)
+
+
+def check_geometry(infos: list[dict], files_root: Path, prefix: str, problems: Problems) -> dict[str, float]:
+    """Judge the cameras of the first sample (of the first few) in which enough cameras see enough voxels."""
+    for info in infos[:GEOMETRY_SAMPLES]:
+        labels = np.load(stored_to_local(os.path.join(info["occ_path"], "labels.npz"), files_root, prefix))
+        scores = {}
+        for cam in CAMERAS:
+            path = stored_to_local(info["cams"][cam]["data_path"], files_root, prefix)
+            image = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            score, judged = camera_agreement(info["cams"][cam], image, labels["semantics"])
+            if judged >= MIN_FACES:
+                scores[cam] = score
+        if len(scores) < MIN_CAMERAS:
+            continue
+        for cam, score in scores.items():
+            if score < MIN_AGREEMENT:
+                problems.add(f"sample {info['token']} {cam}: only {score:.0%} of the voxel faces it sees project onto "
+                             f"pixels of their class (need {MIN_AGREEMENT:.0%}): the camera's intrinsics or "
+                             "sensor2ego do not match its image")
+        return scores
+    problems.add(f"geometry: in none of the first {GEOMETRY_SAMPLES} samples do {MIN_CAMERAS} cameras see "
+                 f"{MIN_FACES} voxel faces; cannot check the extrinsics")
+    return {}
+
+
+def check_info(info: dict, files_root: Path, prefix: str, problems: Problems, size: tuple[int, int] | None) -> None:
+    name = info.get("token", "?")
+    missing = [key for key in INFO_KEYS if key not in info]
+    if missing:
+        problems.add(f"sample {name}: missing keys {missing}")
+        return
+    files = {"lidar": info["lidar_path"], "labels": os.path.join(info["occ_path"], "labels.npz")}
+    for cam in CAMERAS:
+        cam_info = info["cams"].get(cam)
+        if cam_info is None or any(key not in cam_info for key in CAM_KEYS):
+            problems.add(f"sample {name}: camera {cam} missing or incomplete")
+            return
+        if np.asarray(cam_info["cam_intrinsic"]).shape != (3, 3) or len(cam_info["sensor2ego_rotation"]) != 4:
+            problems.add(f"sample {name} {cam}: cam_intrinsic must be 3x3 and rotations (w, x, y, z)")
+        files[cam] = cam_info["data_path"]
+    local = {}
+    for what, stored in files.items():
+        path = stored_to_local(stored, files_root, prefix)
+        if path is None or not path.is_file():
+            problems.add(f"sample {name}: {what} file {stored} " + ("missing" if path else f"not under {prefix}"))
+        else:
+            local[what] = path
+    for cam in CAMERAS:
+        if cam in local:
+            image = cv2.imread(str(local[cam]), cv2.IMREAD_COLOR)
+            if image is None or (size and image.shape[1::-1] != size):
+                problems.add(f"sample {name}: {local[cam]} does not decode to a {size} image")
+    if "lidar" in local:
+        raw = np.fromfile(local["lidar"], dtype=np.float32)
+        if raw.size == 0 or raw.size % 5 or not np.isfinite(raw).all():
+            problems.add(f"sample {name}: {local['lidar']} is not float32 rows of 5 (x, y, z, intensity, ring)")
+    if "labels" in local:
+        labels = np.load(local["labels"])
+        for key in LABEL_KEYS:
+            if key not in labels or labels[key].shape != GRID_SHAPE or labels[key].dtype != np.uint8:
+                problems.add(f"sample {name}: labels.npz['{key}'] must be uint8 {GRID_SHAPE}")
+        if "semantics" in labels and labels["semantics"].max() > FREE:
+            problems.add(f"sample {name}: semantics holds classes above {FREE}")
+    boxes, labels_ = info["ann_infos"]
+    if len(boxes) != len(labels_) or any(np.shape(b) != (9,) for b in boxes) or \
+            any(not 0 <= label < len(DET_CLASSES) for label in labels_):
+        problems.add(f"sample {name}: ann_infos must be (boxes of 9 values, labels in 0..{len(DET_CLASSES) - 1})")
+    n = len(info["gt_boxes"])
+    if info["gt_boxes"].shape != (n, 7) or any(len(info[k]) != n for k in
+                                               ("gt_names", "gt_velocity", "num_lidar_pts", "valid_flag")):
+        problems.add(f"sample {name}: gt_boxes/gt_names/gt_velocity/num_lidar_pts/valid_flag disagree in length")
+
+
+def load_infos(path: Path, problems: Problems) -> list[dict]:
+    try:
+        data = pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        problems.add(f"{path}: does not load ({exc})")
+        return []
+    if not isinstance(data, dict) or "infos" not in data or "version" not in data.get("metadata", {}):
+        problems.add(f"{path}: expected {{'infos': [...], 'metadata': {{'version': ...}}}}")
+        return []
+    return data["infos"]
+
+
+def validate(files_root: Path, prefix: str, size: tuple[int, int] | None = None) -> dict:
+    """Check the data set whose infos name it `prefix` and whose files are under files_root.
+
+    Raises KitError listing the problems; returns counts and each checked camera's agreement.
+    """
+    problems = Problems()
+    splits = {split: load_infos(files_root / info_file(split), problems) for split in ("train", "val")}
+    scenes = {split: {info.get("scene_token") for info in infos} for split, infos in splits.items()}
+    if scenes["train"] & scenes["val"]:
+        problems.add("train and val share scenes")
+    geometry = {}
+    for split, infos in splits.items():
+        if not infos:
+            problems.add(f"{info_file(split)}: no samples")
+            continue
+        stamps = [info.get("timestamp") for info in infos]
+        if len(set(stamps)) != len(stamps):
+            problems.add(f"{info_file(split)}: timestamps are not unique (the dataset sorts by them)")
+        for info in infos:
+            check_info(info, files_root, prefix, problems, size)
+            if len(problems) > MAX_PROBLEMS:
+                break
+        if not problems:
+            geometry[split] = check_geometry(infos, files_root, prefix, problems)
+    if problems:
+        more = f"\n  ... and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
+        raise KitError(f"the data set at {files_root} failed validation:\n  "
+                       + "\n  ".join(problems[:MAX_PROBLEMS]) + more)
+    return {"samples": {split: len(infos) for split, infos in splits.items()}, "geometry": geometry}
