@@ -119,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here instead of the kit's .patch (one project only)")
     p.set_defaults(func=cmd_export)
 
-    from . import contract, doctor, environment, launch, patch_coverage, testing
+    from . import contract, doctor, environment, launch, patch_coverage, synth, testing
     environment.register(sub)
     doctor.register(sub)
+    synth.register(sub)
     contract.register(sub)
     testing.register(sub)
     launch.register(sub)
