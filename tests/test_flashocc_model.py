@@ -20,9 +20,8 @@ def load_parity_tool(flashocc_root):
 
 @pytest.fixture(scope="module")
 def model_and_inputs(flashocc_root):
-    from mmdet3d.models import build_model
-
     from mmcv import Config
+    from mmdet3d.models import build_model
 
     cfg = Config.fromfile(str(flashocc_root / "projects/configs/flashocc/flashocc-r50.py"))
     cfg.model.img_backbone.pretrained = None  # no download

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import KIT_ROOT, git, make_repo
 
 RECORDED = KIT_ROOT / "tests" / "data" / "recorded" / "cpu_2rank"
@@ -105,7 +106,7 @@ def test_perf_script_defaults(launch, flashocc_tree):
                                               "master_addr": "127.0.0.1", "master_port": "29500"}
     argv = call["argv"]
     assert argv[argv.index("tools/train.py") + 1] == "projects/configs/flashocc/flashocc-r50.py"
-    assert ["--launcher", "pytorch"] == argv[argv.index("--launcher"):argv.index("--launcher") + 2]
+    assert argv[argv.index("--launcher"):argv.index("--launcher") + 2] == ["--launcher", "pytorch"]
     opts = cfg_options(argv)
     assert "data.samples_per_gpu=4" in opts  # the seed's global batch 32 on 8 devices
     assert {"runner.type=IterBasedRunner", "runner.max_iters=200", "runner.max_epochs=None"} <= set(opts)
@@ -188,7 +189,14 @@ def test_a_failed_run_exits_non_zero_with_its_cause_and_the_log_tail(launch, fla
         [line for line in before.splitlines() if "work_dirs" not in line]
 
 
-def test_smoke_flag_selects_the_cpu_smoke_configuration(launch):
+def test_smoke_flag_selects_the_cpu_smoke_configuration(launch, flashocc_tree):
+    from flashocc_kit.launch import SMOKE_DATA, SMOKE_DATA_ROOT
+    from flashocc_kit.synth.options import SynthOptions
+    from flashocc_kit.synth.target import MARKER
+
+    data = flashocc_tree / SMOKE_DATA_ROOT  # as if generated before: the run reuses it
+    data.mkdir(parents=True)
+    (data / MARKER).write_text(json.dumps({"parameters": SynthOptions(**SMOKE_DATA).parameters()}))
     proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5", env={"FLASHOCC_SMOKE": "1"})
     assert proc.returncode == 0, proc.stderr
     call = calls[0]

@@ -322,9 +322,8 @@ def test_flashocc_train_pipeline_reads_the_set(small_set, monkeypatch, capsys):
         pytest.skip(f"no FlashOCC checkout at {flashocc} (run `kit.py sources`)")
     try:
         import torch
-        from mmdet3d.datasets import build_dataset
-
         from mmcv import Config
+        from mmdet3d.datasets import build_dataset
     except ImportError as exc:
         pytest.skip(f"mmcv/mmdet3d do not import in {sys.executable}: {exc}")
     monkeypatch.syspath_prepend(str(flashocc))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import sources
 from .errors import KitError
+from .patchfile import read_patch_text
 from .patching import PatchState, export_patch, patch_state, revert_patch
 from .pins import default_sources_dir, default_workspace
 from .workspace import Workspace
@@ -83,8 +84,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         base = sources.base_commit_for_export(project, path)
         text = export_patch(project.name, path, base, project.describe_pin())
         out = Path(args.output) if args.output else project.patch_file
-        previous = out.read_text() if out.exists() else None
-        out.write_text(text)
+        previous = read_patch_text(out) if out.exists() else None
+        out.write_text(text, encoding="utf-8", errors="surrogateescape")
         verb = "unchanged" if previous == text else "written"
         files = text.count("\ndiff --git ")
         print(f"{verb:9s} {out} ({files} files)")

@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .patchfile import added_lines, new_file_contents
+from .patchfile import added_lines, new_file_contents, read_patch_text
 from .pins import KIT_ROOT, load_npu_contract
 from .pypi import download_wheel
 
@@ -248,7 +248,7 @@ def check(uses: list[Use], package: WheelSources) -> list[str]:
 
 
 def check_patches(patches: list[Path], requirements: list[str]) -> tuple[list[Use], dict[str, list[str]]]:
-    uses = sorted({u for patch in patches for u in uses_in_patch(patch.read_text())},
+    uses = sorted({u for patch in patches for u in uses_in_patch(read_patch_text(patch))},
                   key=lambda u: (u.module, u.name, u.kind, u.where))
     return uses, {req: check(uses, WheelSources.read(download_wheel(req))) for req in requirements}
 

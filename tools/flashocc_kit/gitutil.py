@@ -26,8 +26,9 @@ def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = 
         input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run `git args` in cwd; raise KitError with git's own message when check fails."""
     full_env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    # surrogateescape: upstream files are not all UTF-8 (FlashOCC has GBK comments); bytes round-trip
     proc = subprocess.run(["git", *STABLE_CONFIG, *args], cwd=cwd, env=full_env, text=True,
-                          input=input_text, capture_output=True)
+                          encoding="utf-8", errors="surrogateescape", input=input_text, capture_output=True)
     if check and proc.returncode != 0:
         raise KitError(f"`git {' '.join(args)}` failed in {cwd}:\n{proc.stderr.strip()}")
     return proc

@@ -36,6 +36,10 @@ MODES = {
 }
 DEFAULTS = {"num_npu": 8, "batch_size": 4, "epochs": 24, "max_iters": 200,
             "smoke_num_npu": 2, "smoke_batch_size": 2, "smoke_epochs": 6}
+# The synthetic set the smoke run trains on (generated on first use); the smoke baselines were
+# measured on exactly this set.
+SMOKE_DATA_ROOT = "data/nuscenes-synthetic"
+SMOKE_DATA = {"width": 352, "height": 198, "train_scenes": 12, "val_scenes": 3, "samples_per_scene": 8, "seed": 0}
 # Ascend run-time settings the reference scripts use; applied only on an Ascend host, only if unset.
 ASCEND_ENV = {
     "ASCEND_SLOG_PRINT_TO_STDOUT": "0", "ASCEND_GLOBAL_LOG_LEVEL": "3", "ASCEND_GLOBAL_EVENT_ENABLE": "0",
@@ -282,11 +286,31 @@ def build_run(args: argparse.Namespace) -> Run:
     return run
 
 
+def ensure_smoke_data(run: Run) -> None:
+    """Generate the smoke run's synthetic set the first time; reuse it afterwards."""
+    from .synth.generate import generate
+    from .synth.options import SynthOptions
+    from .synth.target import read_marker
+
+    prefix = run.data_root or SMOKE_DATA_ROOT
+    root = Path(prefix) if Path(prefix).is_absolute() else run.flashocc / prefix
+    wanted = SynthOptions(**SMOKE_DATA)
+    marker = read_marker(root) if root.is_dir() else None
+    if marker is None:
+        print(f"generating the synthetic smoke set in {root} ({SMOKE_DATA})", flush=True)
+        generate(wanted, root, prefix)
+    elif marker.get("parameters") != wanted.parameters():
+        print(f"note: {root} was generated with {marker.get('parameters')}, not the smoke run's {SMOKE_DATA}: "
+              "results are not comparable with the smoke baselines", file=sys.stderr)
+
+
 def execute(run: Run) -> int:
     print(f"{run.case_name}: {MODES[run.mode]}\n  FlashOCC {run.flashocc}\n  config {run.config}, "
           f"{run.devices} x {run.batch_size} samples, "
           + (f"{run.max_iters} iterations" if run.max_iters else f"{run.epochs} epochs")
           + f", {run.precision}\n  work dir {run.work_dir}\n  output {run.output_dir}", flush=True)
+    if run.smoke:
+        ensure_smoke_data(run)
     env = device_environment(run)
     if "TASK_QUEUE_ENABLE" in env:
         ascend_device_logs(run.devices)

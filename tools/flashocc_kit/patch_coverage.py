@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import KitError
 from .gitutil import file_blob_id
-from .patchfile import added_lines, read_patch
+from .patchfile import added_lines, read_patch, read_patch_text
 from .pins import KIT_ROOT, load_projects
 from .stackenv import ensure_stack
 
@@ -93,10 +93,10 @@ def report(data_file: Path) -> list[FileReport]:
         executed[rel] |= set(data.lines(measured) or ())
         if rel not in statements:
             statements[rel] = set(cov.analysis2(measured)[1])
-            sources[rel] = Path(measured).read_text().splitlines()
+            sources[rel] = Path(measured).read_text(errors="replace").splitlines()
     reports = []
     for project in load_projects().values():
-        for rel, numbers in added_lines(project.patch_file.read_text()).items():
+        for rel, numbers in added_lines(read_patch_text(project.patch_file)).items():
             if rel not in wanted:
                 continue
             if rel not in statements:  # never imported anywhere

@@ -76,7 +76,12 @@ def read_patch(path: Path) -> list[FileChange]:
     if not path.is_file():
         from .errors import KitError
         raise KitError(f"{path} is missing: the kit checkout is incomplete (`git status` in the kit root)")
-    return parse_patch(path.read_text(), source=path.name)
+    return parse_patch(read_patch_text(path), source=path.name)
+
+
+def read_patch_text(path: Path) -> str:
+    """A patch's text; bytes that are not UTF-8 (upstream's GBK comments) survive as surrogates."""
+    return path.read_text(encoding="utf-8", errors="surrogateescape")
 
 
 def _file_sections(text: str) -> list[tuple[str | None, list[str]]]:
