@@ -64,6 +64,7 @@ class Run:
     data_root: str | None
     resume: str | None
     log_interval: int
+    workers: int | None = None
     extra_cfg: list[str] = field(default_factory=list)
 
     @property
@@ -79,6 +80,8 @@ class Run:
 
     def cfg_options(self) -> list[str]:
         opts = [f"data.samples_per_gpu={self.batch_size}", f"log_config.interval={self.log_interval}"]
+        if self.workers is not None:
+            opts.append(f"data.workers_per_gpu={self.workers}")
         if self.precision == "fp16-backbone":
             opts.append("model.img_backbone_fp16=True")
         if self.max_iters is not None:  # bounded run: iterations, not epochs
@@ -261,7 +264,7 @@ def build_run(args: argparse.Namespace) -> Run:
     devices = args.num_npu if args.num_npu is not None else DEFAULTS["smoke_num_npu" if smoke else "num_npu"]
     batch = args.batch_size if args.batch_size is not None else DEFAULTS["smoke_batch_size" if smoke else "batch_size"]
     for name, value in (("--num-npu", devices), ("--batch-size", batch), ("--epochs", args.epochs),
-                        ("--max-iters", args.max_iters)):
+                        ("--max-iters", args.max_iters), ("--log-interval", args.log_interval)):
         if value is not None and value < 1:
             raise KitError(f"{name} must be at least 1, got {value}")
     if mode == "perf":
@@ -280,7 +283,7 @@ def build_run(args: argparse.Namespace) -> Run:
               max_iters=max_iters, precision=args.precision, smoke=smoke, work_dir=Path(), output_dir=Path(),
               data_root=args.data_root, resume=args.resume,
               log_interval=args.log_interval or (1 if mode == "perf" else 5 if smoke else 10),
-              extra_cfg=args.cfg_options or [])
+              workers=args.workers, extra_cfg=args.cfg_options or [])
     run.work_dir = Path(args.work_dir or flashocc / "work_dirs" / run.case_name).resolve()
     run.output_dir = Path(args.output_dir or flashocc / "test" / "output" / run.case_name).resolve()
     return run
@@ -369,7 +372,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="default: test/output/<case name> under the FlashOCC root")
     p.add_argument("--resume", help="checkpoint to resume from, or 'auto' for the latest in the work dir")
     p.add_argument("--config", help=f"config (default {CONFIG})")
-    p.add_argument("--log-interval", type=int, help="iterations per log line (default 1 perf, 10 accuracy)")
+    p.add_argument("--workers", type=int, help="data-loader workers per device (default: the config's, 4)")
+    p.add_argument("--log-interval", type=int, help="iterations per log line (default 1 perf, 10 accuracy, 5 smoke)")
     p.add_argument("--smoke", action="store_true", help=f"the CPU smoke configuration (or {SMOKE_ENV}=1)")
     p.add_argument("--cfg-options", nargs="+", help="more config overrides, key=value")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")

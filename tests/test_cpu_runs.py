@@ -1,0 +1,120 @@
+"""Real runs of the launch scripts on CPU: two ranks over gloo on the synthetic set.
+
+The perf script really trains (a few iterations of the smoke configuration), its summary is
+judged by the gate both ways, and a rank killed mid-run makes the script fail with the cause,
+leaving the source tree as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import KIT_ROOT, git
+
+
+def free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def run_env() -> dict[str, str]:
+    env = {**os.environ, "MASTER_PORT": free_port(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                                              f"{os.environ['PATH']}"}
+    for var in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE"):
+        env.pop(var, None)
+    return env
+
+
+def tracked_changes(flashocc: Path) -> str:
+    return git(flashocc, "status", "--porcelain", "--untracked-files=no")
+
+
+@pytest.fixture(scope="module")
+def perf_run(flashocc_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("perf")
+    before = tracked_changes(flashocc_root)
+    proc = subprocess.run(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "12",
+                           "--work-dir", str(out / "work"), "--output-dir", str(out / "output")],
+                          cwd=flashocc_root, env=run_env(), capture_output=True, text=True, timeout=1800)
+    return proc, out, before
+
+
+def test_perf_script_trains_on_cpu_with_two_ranks(perf_run, flashocc_root):
+    proc, out, before = perf_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    case = "FlashOCC_R50_cpusmoke_bs4_2p_perf"
+    summary = json.loads((out / "output" / f"{case}_summary.json").read_text())
+    assert summary["rank_size"] == 2 and summary["environment"]["device"] == "cpu"
+    assert summary["global_batch"] == 4 and summary["step_time_s"]["mean"] > 0
+    fields = dict(line.split(" = ", 1) for line in (out / "output" / f"{case}.log").read_text().splitlines())
+    assert fields["RankSize"] == "2" and float(fields["ActualFPS"]) > 0 and float(fields["ActualLoss"]) > 0
+    assert "iter_12.pth" in os.listdir(out / "work")
+    assert tracked_changes(flashocc_root) == before  # no source or config file edited
+
+
+@pytest.mark.parametrize("factor, code", [(2.0, 0), (0.5, 1)])
+def test_gate_passes_and_fails_where_it_should(perf_run, tmp_path, factor, code):
+    proc, out, _ = perf_run
+    assert proc.returncode == 0
+    summary_path = out / "output" / "FlashOCC_R50_cpusmoke_bs4_2p_perf_summary.json"
+    measured = json.loads(summary_path.read_text())["step_time_s"]["mean"]
+    baselines = tmp_path / "baselines.json"
+    baselines.write_text(json.dumps({"schema": 1, "sources": {"test": "this test"}, "baselines": [
+        {"name": "cpu-smoke", "device": "cpu", "precision": "fp32", "global_batch": 4, "rank_size": 2,
+         "step_time_s": measured * factor, "source": "test"}]}))
+    gate = subprocess.run([sys.executable, str(KIT_ROOT / "tools" / "kit.py"), "gate", "--summary", str(summary_path),
+                           "--baselines", str(baselines)], capture_output=True, text=True)
+    assert gate.returncode == code, gate.stdout + gate.stderr
+    assert "step" in gate.stdout.lower()
+
+
+def rank_pids(marker: str) -> dict[int, int]:
+    """local rank -> pid of the training processes whose command line mentions marker."""
+    ranks = {}
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (proc_dir / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if "tools/train.py" in cmdline and marker in cmdline:
+            local = [e for e in environ if e.startswith(b"LOCAL_RANK=")]
+            if local:
+                ranks[int(local[0].split(b"=")[1])] = int(proc_dir.name)
+    return ranks
+
+
+def test_a_rank_killed_mid_run_fails_the_script_with_the_cause(flashocc_root, tmp_path):
+    before = tracked_changes(flashocc_root)
+    work = tmp_path / "killed-work"
+    console = tmp_path / "out" / "train_console.log"
+    proc = subprocess.Popen(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "500",
+                             "--work-dir", str(work), "--output-dir", str(tmp_path / "out")],
+                            cwd=flashocc_root, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        if console.exists() and "Iter [2/500]" in console.read_text(errors="replace"):
+            break
+        time.sleep(2)
+    ranks = rank_pids(str(work))
+    assert proc.poll() is None and set(ranks) == {0, 1}, "the run did not reach its second iteration"
+    os.kill(ranks[1], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "rank 1 failed (killed by signal 9)" in stderr, stderr[-3000:]
+    assert "last lines of" in stderr
+    assert not list((tmp_path / "out").glob("*_summary.json"))
+    assert tracked_changes(flashocc_root) == before
