@@ -178,11 +178,12 @@ def test_torch_cpu_argsort_is_not_stable():
 def test_nearest_depth_with_float32_ties_matches_upstream(flashocc_root):
     """Crowded pixels at high ranks, where keys `rank + depth / 100.` collide in float32 (so the sort's
     tie order decides which depth wins) and where they do not: upstream's points2depthmap, pristine."""
-    from projects.mmdet3d_plugin.datasets.pipelines import fast_depth
-
     from flashocc_kit.bench import upstream
     from flashocc_kit.errors import KitError
     from flashocc_kit.pins import default_sources_dir
+
+    require_pipeline_port()
+    from projects.mmdet3d_plugin.datasets.pipelines import fast_depth
 
     try:
         loading = upstream.pipeline_modules(flashocc_root, default_sources_dir())[0]
