@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here instead of the kit's .patch (one project only)")
     p.set_defaults(func=cmd_export)
 
-    from . import contract, doctor, environment, launch, patch_coverage, synth, testing
+    from . import bench, contract, doctor, environment, launch, patch_coverage, synth, testing
     environment.register(sub)
     doctor.register(sub)
     synth.register(sub)
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     testing.register(sub)
     launch.register(sub)
     patch_coverage.register(sub)
+    bench.register(sub)
     from .results import gate, summary
     summary.register(sub)
     gate.register(sub)
