@@ -103,12 +103,12 @@ def run_checks(ws: Workspace, venv: Path) -> list[Check]:
     ascend = cann_home() is not None
     checks.append(Check("CANN", True, str(cann_home()) if ascend else "not found (not an Ascend host)",
                         required=False))
-    checks.append(Check("torch_npu", not _is_error(info["torch_npu"]), str(info["torch_npu"]),
-                        "install the torch_npu matching your torch and CANN (Ascend's PyTorch adapter)",
-                        required=ascend))
-    checks.append(Check("mx_driving", not _is_error(info["mx_driving"]), str(info["mx_driving"]),
-                        "install DrivingSDK: `pip install mx-driving` (torch 2.6-2.8) or build it from "
-                        "https://gitee.com/ascend/DrivingSDK", required=ascend))
+    for module, fix in (("torch_npu", "install the torch_npu matching your torch and CANN (Ascend's PyTorch adapter)"),
+                        ("mx_driving", "install DrivingSDK: `pip install mx-driving` (torch 2.6-2.8) or build it "
+                                       "from https://gitee.com/ascend/DrivingSDK")):
+        found = not _is_error(info[module])
+        detail = str(info[module]) if found or ascend else "not installed (needed on Ascend hosts only)"
+        checks.append(Check(module, found, detail, fix if ascend else "", required=ascend))
     checks.append(Check("FlashOCC plugin", info["plugin"] == "imports", f"projects.mmdet3d_plugin {info['plugin']}",
                         setup_fix))
     return checks
