@@ -35,7 +35,7 @@ MODES = {
     "smoke": "the CPU smoke run on the synthetic set: train, evaluate, pictures",
 }
 DEFAULTS = {"num_npu": 8, "batch_size": 4, "epochs": 24, "max_iters": 200,
-            "smoke_num_npu": 2, "smoke_batch_size": 2, "smoke_epochs": 6}
+            "smoke_num_npu": 2, "smoke_batch_size": 2, "smoke_epochs": 10}
 # The synthetic set the smoke run trains on (generated on first use); the smoke baselines were
 # measured on exactly this set.
 SMOKE_DATA_ROOT = "data/nuscenes-synthetic"

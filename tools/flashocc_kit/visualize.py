@@ -66,14 +66,15 @@ def render_comparison(pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
 
 def render_run(flashocc: Path, results_pkl: Path, data_root: str | None, out_dir: Path,
                samples: int = 4) -> list[Path]:
-    """BEV pictures for the first validation samples of an evaluated run (dataset order: by timestamp)."""
+    """BEV pictures for validation samples spread over an evaluated run (dataset order: by timestamp)."""
     root = flashocc / (data_root or "data/nuscenes-synthetic")
     with (root / info_file("val")).open("rb") as fh:
         infos = sorted(pickle.load(fh)["infos"], key=lambda info: info["timestamp"])
     with results_pkl.open("rb") as fh:
         results = pickle.load(fh)
     pairs = []
-    for info, result in list(zip(infos, results))[:samples]:
+    picked = sorted({round(i * (len(results) - 1) / max(1, samples - 1)) for i in range(samples)})  # spread out
+    for info, result in [(infos[i], results[i]) for i in picked]:
         labels = np.load(flashocc / info["occ_path"] / "labels.npz")
         pairs.append((info["token"][:8], labels["semantics"], _prediction(result), labels["mask_camera"]))
     return [render_comparison(pairs, out_dir / "bev_gt_vs_prediction.png")]

@@ -1,0 +1,123 @@
+"""The smoke run learns, and only with the right geometry: the accuracy floor is a real check.
+
+The trained smoke model must pass the gate against the CPU smoke baseline in tools/baselines.json
+(mIoU >= baseline - tolerance: the floor); the same run with the sensor-to-ego extrinsics shuffled
+between cameras must fail it; and the floor must sit well above an untrained model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import KIT_ROOT
+
+CASE = "FlashOCC_R50_cpusmoke_bs4_2p_acc"
+CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
+
+
+def smoke_baseline() -> dict:
+    entries = json.loads((KIT_ROOT / "tools" / "baselines.json").read_text())["baselines"]
+    (entry,) = [e for e in entries if e.get("case_name") == CASE]
+    return entry
+
+
+def floor() -> float:
+    entry = smoke_baseline()
+    return entry["miou"] - entry["tolerances"]["miou_drop"]
+
+
+def shuffle_extrinsics(src: Path, dst: Path) -> None:
+    """Each camera gets another camera's mounting (sensor2ego): the images no longer match the geometry."""
+    with src.open("rb") as fh:
+        data = pickle.load(fh)
+    for info in data["infos"]:
+        mounts = [(info["cams"][c]["sensor2ego_rotation"], info["cams"][c]["sensor2ego_translation"])
+                  for c in CAMERAS]
+        for i, cam in enumerate(CAMERAS):
+            info["cams"][cam]["sensor2ego_rotation"], info["cams"][cam]["sensor2ego_translation"] = \
+                mounts[(i + 1) % len(CAMERAS)]
+    with dst.open("wb") as fh:
+        pickle.dump(data, fh)
+
+
+def smoke_run(flashocc: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MASTER_PORT": str(port),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(out / "work"),
+                           "--output-dir", str(out / "output"), *extra],
+                          cwd=flashocc, env=env, capture_output=True, text=True, timeout=3600)
+    return proc, out / "output" / f"{CASE}_summary.json"
+
+
+def gate(summary: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(KIT_ROOT / "tools" / "kit.py"), "gate", "--summary", str(summary)],
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def trained(flashocc_root, tmp_path_factory):
+    return smoke_run(flashocc_root, tmp_path_factory.mktemp("smoke"))
+
+
+def test_trained_smoke_model_clears_the_floor(trained):
+    proc, summary = trained
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    miou = json.loads(summary.read_text())["accuracy"]["miou"]
+    print(f"\nsmoke mIoU {miou:.2f}, floor {floor():.2f}")
+    verdict = gate(summary)
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert (summary.parent / "bev_gt_vs_prediction.png").stat().st_size > 10_000
+
+
+def test_broken_camera_geometry_stays_below_the_floor(flashocc_root, trained, tmp_path):
+    data = flashocc_root / "data" / "nuscenes-synthetic"
+    for split in ("train", "val"):
+        shuffle_extrinsics(data / f"bevdetv2-nuscenes_infos_{split}.pkl", tmp_path / f"{split}.pkl")
+    proc, summary = smoke_run(flashocc_root, tmp_path, "--cfg-options",
+                              f"data.train.ann_file={tmp_path / 'train.pkl'}",
+                              f"data.val.ann_file={tmp_path / 'val.pkl'}",
+                              f"data.test.ann_file={tmp_path / 'val.pkl'}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    miou = json.loads(summary.read_text())["accuracy"]["miou"]
+    print(f"\nsmoke mIoU with shuffled extrinsics {miou:.2f}, floor {floor():.2f}")
+    verdict = gate(summary)
+    assert verdict.returncode == 1, verdict.stdout + verdict.stderr  # below the floor: the gate fails it
+
+
+def test_the_floor_is_well_above_an_untrained_model(flashocc_root):
+    import numpy as np
+    import torch
+    from mmcv import Config
+    from mmcv.parallel import MMDataParallel
+    from mmdet3d.datasets import build_dataloader, build_dataset
+    from mmdet3d.models import build_model
+
+    cfg = Config.fromfile(str(flashocc_root / "projects/configs/flashocc/flashocc-r50-smoke.py"))
+    cwd = os.getcwd()
+    os.chdir(flashocc_root)  # the infos' paths are relative to the FlashOCC root
+    try:
+        torch.manual_seed(0)
+        model = build_model(cfg.model, test_cfg=cfg.get("test_cfg"))
+        model.init_weights()
+        model = MMDataParallel(model.eval())
+        dataset = build_dataset(cfg.data.test, dict(test_mode=True))
+        results = []
+        with torch.no_grad():
+            for batch in build_dataloader(dataset, 1, 0, dist=False, shuffle=False):
+                results.extend(model(return_loss=False, rescale=True, **batch))
+        untrained = float(np.nanmean(dataset.evaluate(results)["mIoU"][:17]) * 100)
+    finally:
+        os.chdir(cwd)
+    print(f"\nuntrained smoke model mIoU {untrained:.2f}, floor {floor():.2f}")
+    assert floor() >= untrained + 3.0
