@@ -19,7 +19,6 @@ np = pytest.importorskip("numpy", reason="needs numpy: run the suite in the kit'
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 
 R50 = "projects/configs/flashocc/flashocc-r50.py"
-SMOKE = "projects/configs/flashocc/flashocc-r50-smoke.py"
 DROPPED = ("LoadPointsFromFile", "PointToMultiViewDepth")
 
 
@@ -69,14 +68,17 @@ def r50_batches(flashocc_root):
 
 
 def small_r50(flashocc_root, cfg):
-    """flashocc-r50's detector, heads and grid at the smoke config's widths."""
-    from mmcv import Config
+    """flashocc-r50's own detector, view transformer, heads and grid, at small widths (fast on CPU)."""
     from mmdet3d.models import build_model
 
-    model_cfg = copy.deepcopy(Config.fromfile(str(flashocc_root / SMOKE)).model)
-    model_cfg.img_view_transformer.grid_config = cfg.grid_config
-    model_cfg.img_view_transformer.input_size = cfg.data_config["input_size"]
-    assert model_cfg.type == cfg.model.type == "BEVDetOCC"
+    model_cfg = copy.deepcopy(cfg.model)
+    assert model_cfg.type == "BEVDetOCC" and model_cfg.img_view_transformer.type == "LSSViewTransformer"
+    model_cfg.img_backbone.update(depth=18, base_channels=32, with_cp=False, pretrained=None)
+    model_cfg.img_neck.update(in_channels=[128, 256], out_channels=64)
+    model_cfg.img_view_transformer.update(in_channels=64, out_channels=16)
+    model_cfg.img_bev_encoder_backbone.update(numC_input=16, num_channels=[32, 64, 128])
+    model_cfg.img_bev_encoder_neck.update(in_channels=128 + 32, out_channels=32)
+    model_cfg.occ_head.update(in_dim=32, out_dim=32)
     torch.manual_seed(0)
     model = build_model(model_cfg)
     model.init_weights()

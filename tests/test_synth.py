@@ -340,6 +340,12 @@ def test_flashocc_train_pipeline_reads_the_set(small_set, monkeypatch, capsys):
     cfg = Config.fromfile(str(flashocc / "projects" / "configs" / "flashocc" / "flashocc-r50.py"))
     cfg.data.train.data_root = PREFIX + "/"
     cfg.data.train.ann_file = f"{PREFIX}/{info_file('train')}"
+    # flashocc-r50 reads no depth; add the LiDAR depth steps as the depth-supervised configs have them
+    pipeline = cfg.data.train.pipeline
+    at = next(i for i, step in enumerate(pipeline) if step["type"] == "DefaultFormatBundle3D")
+    pipeline[at:at] = [dict(type="LoadPointsFromFile", coord_type="LIDAR", load_dim=5, use_dim=5),
+                       dict(type="PointToMultiViewDepth", downsample=1, grid_config=cfg.grid_config)]
+    pipeline[-1]["keys"] = [*pipeline[-1]["keys"], "gt_depth"]
     dataset = build_dataset(cfg.data.train)
     assert len(dataset) == summary["train"]
     np.random.seed(0)  # the pipeline's augmentation draws from numpy's global generator
