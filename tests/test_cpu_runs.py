@@ -79,40 +79,47 @@ def test_gate_passes_and_fails_where_it_should(perf_run, tmp_path, factor, code)
 
 
 def rank_pids(marker: str) -> dict[int, int]:
-    """local rank -> pid of the training processes whose command line mentions marker."""
-    ranks = {}
+    """local rank -> pid of the training processes whose command line mentions marker.
+
+    Data-loader workers are forks of their rank (same command line, same LOCAL_RANK): a rank is
+    the matching process whose parent is not itself a match.
+    """
+    matches: dict[int, tuple[int, int]] = {}  # pid -> (local rank, parent pid)
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit():
             continue
         try:
             cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             environ = (proc_dir / "environ").read_bytes().split(b"\0")
-        except OSError:
+            parent = int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        if "tools/train.py" in cmdline and marker in cmdline:
-            local = [e for e in environ if e.startswith(b"LOCAL_RANK=")]
-            if local:
-                ranks[int(local[0].split(b"=")[1])] = int(proc_dir.name)
-    return ranks
+        local = [e for e in environ if e.startswith(b"LOCAL_RANK=")]
+        if "tools/train.py" in cmdline and marker in cmdline and local:
+            matches[int(proc_dir.name)] = (int(local[0].split(b"=")[1]), parent)
+    return {rank: pid for pid, (rank, parent) in matches.items() if parent not in matches}
 
 
 def test_a_rank_killed_mid_run_fails_the_script_with_the_cause(flashocc_root, tmp_path):
     before = tracked_changes(flashocc_root)
     work = tmp_path / "killed-work"
     console = tmp_path / "out" / "train_console.log"
-    proc = subprocess.Popen(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "500",
-                             "--work-dir", str(work), "--output-dir", str(tmp_path / "out")],
-                            cwd=flashocc_root, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 900
-    while time.time() < deadline and proc.poll() is None:
-        if console.exists() and "Iter [2/500]" in console.read_text(errors="replace"):
-            break
-        time.sleep(2)
-    ranks = rank_pids(str(work))
-    assert proc.poll() is None and set(ranks) == {0, 1}, "the run did not reach its second iteration"
-    os.kill(ranks[1], signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=300)
+    # The script's output goes to files, not pipes: an unread pipe fills and stalls the run.
+    stdout_path, stderr_path = tmp_path / "script.stdout", tmp_path / "script.stderr"
+    with stdout_path.open("w") as stdout, stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "500",
+                                 "--work-dir", str(work), "--output-dir", str(tmp_path / "out")],
+                                cwd=flashocc_root, env=run_env(), stdout=stdout, stderr=stderr, text=True)
+        deadline = time.time() + 900
+        while time.time() < deadline and proc.poll() is None:
+            if console.exists() and "Iter [2/500]" in console.read_text(errors="replace"):
+                break
+            time.sleep(2)
+        ranks = rank_pids(str(work))
+        assert proc.poll() is None and set(ranks) == {0, 1}, "the run did not reach its second iteration"
+        os.kill(ranks[1], signal.SIGKILL)
+        proc.wait(timeout=300)
+    stderr = stderr_path.read_text()
     assert proc.returncode != 0
     assert "rank 1 failed (killed by signal 9)" in stderr, stderr[-3000:]
     assert "last lines of" in stderr

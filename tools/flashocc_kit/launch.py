@@ -170,9 +170,11 @@ def stream(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> int:
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             assert proc.stdout is not None
-            for line in proc.stdout:
+            for line in proc.stdout:  # flushed per line: the log is followed live (tail -f, tests)
                 sys.stdout.write(line)
+                sys.stdout.flush()
                 fh.write(line)
+                fh.flush()
             return proc.wait()
         finally:
             for s, handler in previous.items():
