@@ -6,11 +6,10 @@ Each command is a small function here that delegates to the module that owns the
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from . import sources
-from .errors import KitError
+from .errors import KitError, exit_status
 from .patchfile import read_patch_text
 from .patching import PatchState, export_patch, patch_state, revert_patch
 from .pins import default_sources_dir, default_workspace
@@ -137,11 +136,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return exit_status(lambda: args.func(args))

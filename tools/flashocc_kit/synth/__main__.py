@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import KitError
+from ..errors import exit_status
 from . import options
 from .command import run_here
 
@@ -17,14 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.relative_to is None and not Path(args.out).expanduser().is_absolute():
         parser.error("a relative --out needs --relative-to here")
-    try:
-        return run_here(args, Path(args.relative_to or "."))
-    except KitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return exit_status(lambda: run_here(args, Path(args.relative_to or ".")))
 
 
 if __name__ == "__main__":
