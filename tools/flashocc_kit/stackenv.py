@@ -20,12 +20,15 @@ REEXEC_ENV = "FLASHOCC_KIT_REEXEC"
 
 def ensure_stack(workspace: Path, modules: tuple[str, ...], command: str) -> None:
     """Return if `modules` import here; else re-exec under <workspace>/.venv, or explain the fix."""
+    # The marker guards this process's own re-exec only: children (the test suite under `coverage`,
+    # the launch scripts it runs) must be free to re-exec themselves.
+    reexeced = os.environ.pop(REEXEC_ENV, None)
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if not missing:
         return
     python = Path(workspace).resolve() / ".venv" / "bin" / "python"
     here = Path(sys.prefix).resolve()
-    if os.environ.get(REEXEC_ENV) or not python.exists() or here == python.parent.parent.resolve():
+    if reexeced or not python.exists() or here == python.parent.parent.resolve():
         raise KitError(f"`{command}` needs {', '.join(missing)}, which {sys.executable} does not have. "
                        f"Fix: run `python3 tools/kit.py setup` (creates {python.parent.parent}), or activate "
                        "an environment with the training stack.")

@@ -28,7 +28,7 @@ def prepare_environment(opts: SetupOptions) -> Setup:
     except SourcesUnavailable as exc:
         print(f"\nnote: {exc}\nThe upstream sources are unavailable here: setting up the Python stack only; "
               "the tests that need the sources will skip and say so.\n", flush=True)
-        steps = Setup(opts, total_steps=2)
+        steps = Setup(opts, total_steps=3)  # the venv, the stack, the test tools
         steps.venv()
         steps.stack()
     steps.pinned("test tools from tests/requirements.txt", _test_pins(), "pip-tests")
