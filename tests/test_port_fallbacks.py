@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import pytest
 
@@ -127,3 +128,45 @@ def test_backbone_fp16_runs_the_backbone_in_half_precision(flashocc_root):
     feats, _ = model.image_encoder(torch.randn(1, 2, 3, 128, 352))
     assert seen == [torch.bfloat16]  # CPU autocast: bfloat16 (float16 on NPU and CUDA)
     assert feats.dtype == torch.float32  # the rest of the network stays in float32
+
+
+class NpuLike(torch.Tensor):
+    """A CPU tensor that says it lives on an NPU: enough to reach the NPU branches here."""
+
+    @property
+    def device(self):
+        return type("Device", (), {"type": "npu"})()
+
+
+@pytest.fixture
+def recording_mx_driving(monkeypatch):
+    """A stand-in `mx_driving` that records the public calls upstream's ops make on the NPU."""
+    calls = []
+    module = type(sys)("mx_driving")
+    module.bev_pool = lambda *args: calls.append(("bev_pool", args)) or "v1-result"
+    module.bev_pool_v2 = lambda *args: calls.append(("bev_pool_v2", args)) or "v2-result"
+    monkeypatch.setitem(sys.modules, "mx_driving", module)
+    return calls
+
+
+def test_bev_pool_v1_on_npu_calls_driving_sdk_with_hwdb_coordinates(flashocc_root, recording_mx_driving):
+    from projects.mmdet3d_plugin.ops.bev_pool.bev_pool import bev_pool
+
+    feats = torch.randn(3, 8).as_subclass(NpuLike)
+    coords = torch.tensor([[4, 3, 1, 0], [0, 1, 0, 1], [2, 0, 1, 1]])  # (x, y, z, b), upstream's order
+    assert bev_pool(feats, coords, 2, 2, 4, 5) == "v1-result"
+    (name, (got_feats, geom, B, D, H, W)), = recording_mx_driving
+    assert name == "bev_pool" and got_feats is feats and (B, D, H, W) == (2, 2, 4, 5)
+    assert geom.dtype == torch.int32
+    assert torch.equal(geom.as_subclass(torch.Tensor), coords[:, [1, 0, 2, 3]].int())  # DrivingSDK's (h, w, d, b)
+
+
+def test_bev_pool_v2_on_npu_calls_driving_sdk_unchanged(flashocc_root, recording_mx_driving):
+    from projects.mmdet3d_plugin.ops.bev_pool_v2.bev_pool import bev_pool_v2
+
+    depth = torch.rand(1, 2, 3, 4, 5).as_subclass(NpuLike)
+    args = (torch.randn(1, 2, 4, 5, 8), *(torch.arange(4, dtype=torch.int32) for _ in range(3)), (1, 1, 5, 8, 8),
+            torch.tensor([0], dtype=torch.int32), torch.tensor([4], dtype=torch.int32))
+    assert bev_pool_v2(depth, *args) == "v2-result"
+    (name, got), = recording_mx_driving
+    assert name == "bev_pool_v2" and got[0] is depth and all(a is b for a, b in zip(got[1:], args))
