@@ -219,3 +219,45 @@ def test_self_checks_pass_here(flashocc_root):
     assert fast_image._resize_verified()
     assert fast_image._rotate_verified()
     assert fast_depth.verified()
+
+
+def test_a_platform_that_computes_differently_gets_the_reference_path_and_a_warning(flashocc_root, monkeypatch):
+    """The self-checks are live: break each compiled kernel and the public functions warn and fall back."""
+    require_pipeline_port()
+    from PIL import Image
+    from projects.mmdet3d_plugin.datasets.pipelines import fast_depth, fast_image
+    from projects.mmdet3d_plugin.datasets.pipelines.loading import MMLAB_MEAN, MMLAB_STD
+
+    def broken(*args):  # a kernel that computes something else, as on a platform with other rounding
+        for out in args[-1:]:
+            if isinstance(out, np.ndarray):
+                out[...] = 0
+        return np.zeros((1, 1, 3), np.uint8)
+
+    rng = np.random.default_rng(3)
+    img = Image.fromarray(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8))
+    arr = rng.integers(0, 256, (37, 101, 3), dtype=np.uint8)
+    imgs = [rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)]
+    monkeypatch.setattr(fast_image, "_resize_crop", broken)
+    monkeypatch.setattr(fast_image, "_flip_rotate", broken)
+    monkeypatch.setattr(fast_image, "_lut_chw", broken)
+    monkeypatch.setattr(fast_image, "_lut_checked", {})
+    monkeypatch.setattr(fast_depth, "project_and_keep", lambda *a: [np.zeros((0, 3), np.float32)] * 6)
+    monkeypatch.setattr(fast_depth, "_verified", None)
+    fast_image._resize_verified.cache_clear()
+    fast_image._rotate_verified.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="differs from PIL"):
+            got = fast_image.resize_crop(img, (75, 42), (3, 10, 73, 36))
+        assert np.array_equal(got, np.asarray(img.resize((75, 42)).crop((3, 10, 73, 36))))
+        with pytest.warns(UserWarning, match="differs from PIL"):
+            got = fast_image.flip_rotate(arr, True, 5.4)
+        assert np.array_equal(got, np.asarray(Image.fromarray(arr).transpose(Image.FLIP_LEFT_RIGHT).rotate(5.4)))
+        with pytest.warns(UserWarning, match="differs from imnormalize"):
+            got = fast_image.normalize_stack(imgs, MMLAB_MEAN, MMLAB_STD)
+        assert torch.equal(got[0], fast_image._reference_normalize(imgs[0], MMLAB_MEAN, MMLAB_STD))
+        with pytest.warns(UserWarning, match="uses upstream code"):
+            assert fast_depth.verified() is False
+    finally:  # the next test in this process must see the real kernels verified again
+        fast_image._resize_verified.cache_clear()
+        fast_image._rotate_verified.cache_clear()
