@@ -228,11 +228,11 @@ def test_a_platform_that_computes_differently_gets_the_reference_path_and_a_warn
     from projects.mmdet3d_plugin.datasets.pipelines import fast_depth, fast_image
     from projects.mmdet3d_plugin.datasets.pipelines.loading import MMLAB_MEAN, MMLAB_STD
 
-    def broken(*args):  # a kernel that computes something else, as on a platform with other rounding
-        for out in args[-1:]:
-            if isinstance(out, np.ndarray):
-                out[...] = 0
-        return np.zeros((1, 1, 3), np.uint8)
+    def broken(*args):
+        """A kernel computing something else (zeros), as on a platform with other rounding."""
+        if isinstance(args[-1], np.ndarray):
+            args[-1][...] = 0  # the kernels that write into an `out` argument
+        return np.zeros((1, 1, 3), np.uint8)  # _resize_crop returns its result
 
     rng = np.random.default_rng(3)
     img = Image.fromarray(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8))

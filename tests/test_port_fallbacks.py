@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 
 import pytest
 
@@ -135,7 +136,7 @@ class NpuLike(torch.Tensor):
 
     @property
     def device(self):
-        return type("Device", (), {"type": "npu"})()
+        return types.SimpleNamespace(type="npu")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import KitError
 from .gitutil import file_blob_id
 from .patchfile import added_lines, read_patch, read_patch_text
-from .pins import KIT_ROOT, default_workspace, load_projects
+from .pins import KIT_ROOT, load_projects
 from .stackenv import ensure_stack
 
 STARTUP_PTH = "flashocc_kit_coverage.pth"
@@ -36,7 +36,7 @@ class FileReport:
     added: list[int]  # added executable lines coverage.py can see run
     executed: set[int]
     source: list[str]
-    untraceable: int = 0  # added lines no Python tracer can see run (see untraceable_lines)
+    untraceable: int = 0  # added lines no Python tracer can see run (WHY_CONFIG, WHY_NUMBA)
     why_untraceable: str = ""
 
     @property
@@ -108,7 +108,7 @@ def record_measured_blobs(data_file: Path) -> None:
     blobs_file(data_file).write_text(json.dumps(blobs, indent=1, sort_keys=True))
 
 
-def report(data_file: Path) -> list[FileReport]:
+def report(data_file: Path, workspace: Path) -> list[FileReport]:
     import coverage
 
     data = coverage.CoverageData(basename=str(data_file))
@@ -129,8 +129,8 @@ def report(data_file: Path) -> list[FileReport]:
         if path.is_file() and file_blob_id(path) == blob:
             readable.setdefault(rel, path)
     for rel in executed:  # copies gone since the run: the workspace checkout has the same content
-        checkout = workspace_copy(rel, wanted[rel][1])
-        if executed[rel] and rel not in readable and checkout is not None:
+        checkout = workspace_copy(workspace, rel, wanted[rel][1]) if executed[rel] and rel not in readable else None
+        if checkout is not None:
             readable[rel] = checkout
     statements = {rel: set(cov.analysis2(str(path))[1]) for rel, path in readable.items()}
     sources = {rel: path.read_text(errors="replace").splitlines() for rel, path in readable.items()}
@@ -152,10 +152,10 @@ def report(data_file: Path) -> list[FileReport]:
     return reports
 
 
-def workspace_copy(rel: str, blob: str) -> Path | None:
+def workspace_copy(workspace: Path, rel: str, blob: str) -> Path | None:
     """The patched checkout's file at rel, if its content is that blob."""
     for project in load_projects().values():
-        path = default_workspace() / project.path / rel
+        path = workspace / project.path / rel
         if path.is_file() and file_blob_id(path) == blob:
             return path
     return None
@@ -207,5 +207,5 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
         data_file = run_suite([a for a in args.pytest_args if a != "--"], work)
     if not data_file.exists():
         raise KitError(f"no coverage data in {work}: run `python3 tools/kit.py coverage` first")
-    percent = print_report(report(data_file))
+    percent = print_report(report(data_file, Path(args.workspace).resolve()))
     return 0 if percent >= TARGET else 1
