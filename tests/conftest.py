@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,11 +60,36 @@ def upstream_files() -> dict[str, str]:
             "README.md": "upstream\n", ".gitignore": "build/\n"}
 
 
-@pytest.fixture
-def edits() -> dict[str, str | None]:
-    body = "".join(f"line {i}\n" if i != 20 else "line 20 patched\n" for i in range(1, 41))
-    return {"pkg/core.py": body, "pkg/new_module.py": "NEW = True\n", "pkg/gone.py": None,
-            "pkg/__init__.py": "VERSION = '1.0+kit'\n"}
+def make_queue(upstream: Path, commit: str, queue: Path, port: Path,
+               steps: list[tuple[str, dict[str, str | None]]], port_files: dict[str, tuple[str, str]]) -> None:
+    """A patch queue against upstream@commit: one patch per (name, files) step, written with the kit's diff
+    options between consecutive states, plus port files {path: (content, owning patch)}."""
+    from flashocc_kit.gitutil import DIFF_OPTIONS
+
+    stage = queue.parent / f"{queue.name}.stages"
+    shutil.copytree(upstream, stage, symlinks=True)
+    queue.mkdir(parents=True)
+    names = []
+    for name, files in steps:
+        write_files(stage, files)
+        git(stage, "add", "-A")
+        git(stage, "commit", "-q", "-m", name)
+        owned = [path for path, (_, owner) in port_files.items() if owner == name]
+        header = f"Description: {name}\n the {name} change\nOrigin: vendor\nForwarded: no\n"
+        header += f"Kit-Files: {' '.join(owned)}\n" if owned else ""
+        diff = git_raw(stage, "diff", *DIFF_OPTIONS, "HEAD~1", "HEAD")
+        (queue / f"{name}.patch").write_text(header + "---\n" + diff)
+        names.append(f"{name}.patch")
+    (queue / "series").write_text("\n".join(names) + "\n")
+    write_files(port, {path: content for path, (content, _) in port_files.items()})
+    shutil.rmtree(stage)
+
+
+def git_raw(cwd: Path, *args: str) -> str:
+    """git's stdout as is (a diff must keep its last newline)."""
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **GIT_ENV})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def upstream_sources_dir() -> Path | None:
@@ -83,37 +109,11 @@ def sources_dir() -> Path:
     return found
 
 
-def extract_new_files(patch: Path, dest: Path) -> Path:
-    """Write the files a patch creates into dest, with empty package __init__s where the
-    upstream ones would be; returns dest. Lets tests import the port's new modules from the
-    patch itself, with no upstream checkout."""
-    from flashocc_kit.patchfile import new_file_contents
-
-    for rel, text in new_file_contents(patch.read_text()).items():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        for package in target.parents:
-            if package == dest:
-                break
-            (package / "__init__.py").touch(exist_ok=True)
-    return dest
-
-
-NEW_MODULES_PACKAGE = "flashocc_patch_new"
-
-
-@pytest.fixture(scope="session")
-def flashocc_new_modules(tmp_path_factory) -> Path:
-    """flashocc.patch's new files, extracted: the returned directory holds `projects/` (for
-    subprocesses: put it on PYTHONPATH); in this process they import as
-    `flashocc_patch_new.projects...`, which cannot clash with a real FlashOCC checkout."""
-    parent = tmp_path_factory.mktemp("flashocc_new")
-    root = extract_new_files(KIT_ROOT / "flashocc.patch", parent / NEW_MODULES_PACKAGE)
-    (root / "__init__.py").touch()
-    sys.path.insert(0, str(parent))
-    yield root
-    sys.path.remove(str(parent))
+# The files the kit wrote for FlashOCC (port/flashocc/, at their upstream paths) import here as the namespace
+# package `flashocc`: `flashocc.projects.device`, which cannot clash with a real FlashOCC checkout's `projects`.
+PORT_DIR = KIT_ROOT / "port"
+PORT_FLASHOCC = PORT_DIR / "flashocc"
+sys.path.insert(0, str(PORT_DIR))
 
 
 def _skip_without_patched_flashocc() -> Path:

@@ -37,9 +37,9 @@ def upstream_available(flashocc_root):
 
 def test_upstream_modules_load_beside_the_patched_ones(upstream_available):
     from mmdet3d.datasets.builder import PIPELINES
-    from projects.mmdet3d_plugin.datasets.pipelines import loading
 
     from flashocc_kit.bench import upstream
+    from projects.mmdet3d_plugin.datasets.pipelines import loading
 
     modules = upstream.pipeline_modules(upstream_available)
     assert modules[0].__name__ == "flashocc_kit_upstream.loading"

@@ -8,10 +8,10 @@ torch = pytest.importorskip("torch", reason="needs torch: run the suite in the k
 
 
 @pytest.fixture
-def pool(flashocc_new_modules):
+def pool():
     import importlib
 
-    return importlib.import_module("flashocc_patch_new.projects.mmdet3d_plugin.ops.bev_pool_v3")
+    return importlib.import_module("flashocc.projects.mmdet3d_plugin.ops.bev_pool_v3")
 
 
 def random_inputs(seed: int, B: int = 2, N: int = 3, D: int = 5, H: int = 4, W: int = 6, C: int = 8,

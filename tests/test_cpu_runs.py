@@ -28,9 +28,8 @@ def free_port() -> str:
 
 
 def run_env() -> dict[str, str]:
-    env = {**os.environ, "MASTER_PORT": free_port(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-                                                              f"{os.environ['PATH']}"}
-    for var in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE"):
+    env = {**os.environ, "MASTER_PORT": free_port()}
+    for var in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE", "FLASHOCC_TORCHRUN"):
         env.pop(var, None)
     return env
 

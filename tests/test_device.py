@@ -14,6 +14,8 @@ import textwrap
 
 import pytest
 
+from conftest import PORT_FLASHOCC
+
 pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 
 STANDINS = {
@@ -82,7 +84,7 @@ STANDINS = {
 
 
 @pytest.fixture
-def run_scenario(tmp_path, flashocc_new_modules):
+def run_scenario(tmp_path):
     """Run a snippet in a fresh interpreter, with or without the stand-ins; returns (result, calls)."""
 
     def run(code: str, standins: bool = True, env: dict[str, str] | None = None) -> tuple[object, list]:
@@ -96,7 +98,7 @@ def run_scenario(tmp_path, flashocc_new_modules):
         log.unlink(missing_ok=True)
         script = "import json\n" + textwrap.dedent(code) + "\nprint('RESULT ' + json.dumps(result))\n"
         paths = [str(standin_dir)] if standins else []
-        paths.append(str(flashocc_new_modules))
+        paths.append(str(PORT_FLASHOCC))
         proc = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(paths), "STANDIN_LOG": str(log),
@@ -216,12 +218,12 @@ def test_forcing_an_impossible_device_is_a_clear_error(run_scenario, value, mess
     assert result is not None and message in result
 
 
-def test_new_modules_import_without_mmcv_or_mmdet3d(flashocc_new_modules):
+def test_new_modules_import_without_mmcv_or_mmdet3d():
     """CI on any machine relies on this: the port's new modules need torch only."""
     code = ("import sys, projects.device, projects.mmdet3d_plugin.ops.bev_pool_v3; "
             "print(sorted(m for m in ('mmcv', 'mmdet', 'mmdet3d', 'torch_npu') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=flashocc_new_modules,
-                          env={**os.environ, "PYTHONPATH": str(flashocc_new_modules)})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PORT_FLASHOCC,
+                          env={**os.environ, "PYTHONPATH": str(PORT_FLASHOCC)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 

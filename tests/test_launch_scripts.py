@@ -1,4 +1,4 @@
-"""test/*.sh with a stand-in torchrun first on PATH: arguments, defaults, multi-node, exit status,
+"""test/*.sh with a stand-in torchrun (FLASHOCC_TORCHRUN): arguments, defaults, multi-node, exit status,
 summary files, and a source tree left as it was."""
 
 from __future__ import annotations
@@ -51,13 +51,23 @@ else:
 '''
 
 
+# What the launcher reads of a config (the config owns these defaults), as in the real ones.
+STANDIN_CONFIG = """data_root = '{root}'
+data = dict(samples_per_gpu={batch}, workers_per_gpu={workers})
+optimizer = dict(type='AdamW', lr={lr}, weight_decay=1e-2)
+runner = dict(type='EpochBasedRunner', max_epochs={epochs})
+"""
+
+
 @pytest.fixture
 def flashocc_tree(tmp_path):
     """A stand-in FlashOCC root (git checkout) with the kit's test/ linked in, as setup leaves it."""
     root = tmp_path / "FlashOCC"
     make_repo(root, {"tools/train.py": "# upstream\n", "tools/test.py": "# upstream\n",
-                     "projects/configs/flashocc/flashocc-r50.py": "# upstream config\n",
-                     "projects/configs/flashocc/flashocc-r50-smoke.py": "# smoke config\n",
+                     "projects/configs/flashocc/flashocc-r50.py": STANDIN_CONFIG.format(
+                         root="data/nuscenes/", batch=4, workers=4, lr=1e-4, epochs=24),
+                     "projects/configs/flashocc/flashocc-r50-smoke.py": STANDIN_CONFIG.format(
+                         root="data/nuscenes-synthetic/", batch=2, workers=1, lr=2e-3, epochs=10),
                      ".gitignore": "work_dirs/*\n/test\n"})
     (root / "test").mkdir()  # the launch scripts linked one by one: outputs stay in this tree
     for script in (KIT_ROOT / "test").glob("*.sh"):
@@ -76,7 +86,7 @@ def launch(tmp_path, flashocc_tree):
 
     def run(script: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, list]:
         record.unlink(missing_ok=True)
-        full_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        full_env = {**os.environ, "FLASHOCC_TORCHRUN": str(standin),
                     "STANDIN_RECORD": str(record), "STANDIN_RECORDED": str(RECORDED), "FLASHOCC_DEVICE": "cpu",
                     **(env or {})}
         for var in ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "FLASHOCC_SMOKE"):
@@ -190,11 +200,11 @@ def test_a_failed_run_exits_non_zero_with_its_cause_and_the_log_tail(launch, fla
 
 
 def test_smoke_flag_selects_the_cpu_smoke_configuration(launch, flashocc_tree):
-    from flashocc_kit.launch import SMOKE_DATA, SMOKE_DATA_ROOT
     from flashocc_kit.synth.options import SynthOptions
     from flashocc_kit.synth.target import MARKER
+    from flashocc_kit.training.run import SMOKE_CONFIG, SMOKE_DATA, read_config
 
-    data = flashocc_tree / SMOKE_DATA_ROOT  # as if generated before: the run reuses it
+    data = flashocc_tree / read_config(flashocc_tree, SMOKE_CONFIG).data_root  # generated before: the run reuses it
     data.mkdir(parents=True)
     (data / MARKER).write_text(json.dumps({"parameters": SynthOptions(**SMOKE_DATA).parameters()}))
     proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5", env={"FLASHOCC_SMOKE": "1"})
@@ -222,8 +232,7 @@ def test_scripts_work_when_test_is_copied_by_hand(launch, flashocc_tree, tmp_pat
     shutil.move(str(flashocc_tree), moved)
     shutil.rmtree(moved / "test")
     shutil.copytree(KIT_ROOT / "test", moved / "test", ignore=shutil.ignore_patterns("output"))
-    bin_dir = tmp_path / "bin"
     proc = subprocess.run(["bash", "test/train_8p_flashocc_r50_perf.sh", "--dry-run"], cwd=moved, text=True,
-                          capture_output=True, env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+                          capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert "tools/train.py projects/configs/flashocc/flashocc-r50.py" in proc.stdout

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import KIT_ROOT
 from flashocc_kit import contract
-from flashocc_kit.pins import load_npu_contract
+from flashocc_kit.pins import load_npu_contract, load_projects
 from flashocc_kit.pypi import download_wheel
 
 REQUIREMENTS = load_npu_contract()
@@ -21,7 +20,7 @@ def wheels():
 
 
 def test_the_patches_use_drivingsdk_and_torch_npu_as_the_real_packages_define_them(wheels):
-    uses = sorted({u for name in contract.PATCHES for u in contract.uses_in_patch((KIT_ROOT / name).read_text())},
+    uses = sorted({u for p in load_projects().values() for u in contract.uses_in_patch(p.patch_file.read_text())},
                   key=lambda u: (u.module, u.name, u.kind))
     names = {(u.kind, u.module, u.name) for u in uses}
     # the port's NPU surface, as the issue asks for it: found in the patch, not assumed

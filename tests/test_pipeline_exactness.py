@@ -225,6 +225,7 @@ def test_a_platform_that_computes_differently_gets_the_reference_path_and_a_warn
     """The self-checks are live: break each compiled kernel and the public functions warn and fall back."""
     require_pipeline_port()
     from PIL import Image
+
     from projects.mmdet3d_plugin.datasets.pipelines import fast_depth, fast_image
     from projects.mmdet3d_plugin.datasets.pipelines.loading import MMLAB_MEAN, MMLAB_STD
 

@@ -30,9 +30,9 @@ def nearest_assign_kernel(occ, l2s_key, occind2detind, inst_cls, inst_xyz, inst_
     return out.view(occ.shape)
 
 
-def test_nearest_assign_portable_matches_the_cuda_kernel(flashocc_new_modules):
+def test_nearest_assign_portable_matches_the_cuda_kernel():
     portable = importlib.import_module(
-        "flashocc_patch_new.projects.mmdet3d_plugin.ops.nearest_assign.portable").nearest_assign_portable
+        "flashocc.projects.mmdet3d_plugin.ops.nearest_assign.portable").nearest_assign_portable
     g = torch.Generator().manual_seed(0)
     occ = torch.full((200, 200, 16), 17, dtype=torch.int32)
     cells = torch.randint(0, occ.numel(), (400,), generator=g)

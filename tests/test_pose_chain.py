@@ -49,8 +49,8 @@ def upstream_float64(sensor2ego, ego2global):
     return global2keyego @ ego2global.double() @ sensor2ego.double()
 
 
-def test_float32_chain_matches_float64_on_global_poses(flashocc_new_modules):
-    pose_utils = importlib.import_module("flashocc_patch_new.projects.mmdet3d_plugin.models.detectors.pose_utils")
+def test_float32_chain_matches_float64_on_global_poses():
+    pose_utils = importlib.import_module("flashocc.projects.mmdet3d_plugin.models.detectors.pose_utils")
     sensor2ego, ego2global = realistic_poses()
     reference = upstream_float64(sensor2ego, ego2global)
     ported = pose_utils.sensor_to_key_ego(sensor2ego, ego2global).double()
@@ -67,8 +67,8 @@ def test_float32_chain_matches_float64_on_global_poses(flashocc_new_modules):
     assert naive_t > 10 * port_t  # why the port does not simply drop to float32
 
 
-def test_relative_pose_is_the_identity_for_the_key_camera(flashocc_new_modules):
-    pose_utils = importlib.import_module("flashocc_patch_new.projects.mmdet3d_plugin.models.detectors.pose_utils")
+def test_relative_pose_is_the_identity_for_the_key_camera():
+    pose_utils = importlib.import_module("flashocc.projects.mmdet3d_plugin.models.detectors.pose_utils")
     _, ego2global = realistic_poses(batch=2)
     rel = pose_utils.relative_ego_poses(ego2global)
     torch.testing.assert_close(rel[:, 0], torch.eye(4).expand(2, 4, 4), atol=1e-6, rtol=0)

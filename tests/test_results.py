@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from flashocc_kit import cli
+from flashocc_kit.commands import gate as gate_command
 from flashocc_kit.errors import KitError
+from flashocc_kit.occ3d import SCORED_CLASSES
 from flashocc_kit.results import gate, logparse, summary
 from flashocc_kit.results.logparse import NoIterationsError, NonFiniteLossError, RunLogs
 from flashocc_kit.results.summary import CaseInfo, SummaryOptions, Warmup
@@ -95,7 +98,7 @@ def test_evaluation_of_a_real_run_from_console_and_json_agree():
     logs = logparse.find_logs(RECORDED / "work_dir")
     ev = logparse.parse_eval([RECORDED / "console.log"], logs.json_log)
     assert ev.source.startswith("console") and ev.miou == 28.11 and ev.samples == 6
-    assert list(ev.per_class) == list(logparse.OCC_CLASS_NAMES)
+    assert list(ev.per_class) == list(SCORED_CLASSES)
     assert ev.per_class["bicycle"] is None and ev.per_class["others"] == 36.63 and ev.per_class["vegetation"] == 36.93
     assert ev.history == [(2, 28.11), (3, 28.11)] and ev.epoch == 3  # the JSON val lines, mIoU over 17 classes
     assert ev.notes == []
@@ -269,10 +272,10 @@ def test_iter_based_runner_and_several_learning_rates(tmp_path):
 
 def test_eval_block_with_lost_header_and_a_cut_off_evaluation(tmp_path):
     console = tmp_path / "eval.log"
-    first = ["===> per class IoU of 10 samples:", *[f"===> {n} - IoU = 20.0" for n in logparse.OCC_CLASS_NAMES],
+    first = ["===> per class IoU of 10 samples:", *[f"===> {n} - IoU = 20.0" for n in SCORED_CLASSES],
              "===> mIoU of 10 samples: 20.0"]
     # a second evaluation whose header went missing, and a third cut off before its mIoU line
-    second = [f"0: ===> {n} - IoU = 30.0" for n in logparse.OCC_CLASS_NAMES] + ["0: ===> mIoU of 10 samples: 30.0"]
+    second = [f"0: ===> {n} - IoU = 30.0" for n in SCORED_CLASSES] + ["0: ===> mIoU of 10 samples: 30.0"]
     third = ["===> per class IoU of 10 samples:", "===> others - IoU = 40.0"]
     console.write_text("\n".join(first + second + third) + "\n")
     ev = logparse.parse_eval([console])
@@ -458,7 +461,7 @@ def test_warmup_parse_and_case_validation():
 
 def test_summarize_command_then_resummarize_with_another_warmup(tmp_path, capsys):
     out = tmp_path / "out"
-    code = summary.main(["--work-dir", str(NPU / "work_dir"), "--console-log", str(NPU / "console.log"),
+    code = cli.main(["summarize", "--work-dir", str(NPU / "work_dir"), "--console-log", str(NPU / "console.log"),
                          "--case-name", "FlashOCC_8p_bs4_e2", "--out", str(out), "--device", "npu",
                          "--rank-size", "8", "--batch-size", "4", "--device-type", "aarch64", "--accuracy",
                          "--no-plot"])
@@ -467,7 +470,7 @@ def test_summarize_command_then_resummarize_with_another_warmup(tmp_path, capsys
     summary_json = out / "FlashOCC_8p_bs4_e2_summary.json"
     assert json.loads(summary_json.read_text())["steady_state"]["records"] == 7
     # again, naming only what changes: the case comes from the earlier summary
-    code = summary.main(["--work-dir", str(NPU / "work_dir"), "--console-log", str(NPU / "console.log"),
+    code = cli.main(["summarize", "--work-dir", str(NPU / "work_dir"), "--console-log", str(NPU / "console.log"),
                          "--case-name", "FlashOCC_8p_bs4_e2", "--out", str(out), "--warmup", "3", "--no-plot"])
     assert code == 0
     data = json.loads(summary_json.read_text())
@@ -478,12 +481,13 @@ def test_summarize_command_then_resummarize_with_another_warmup(tmp_path, capsys
 def test_summarize_command_exit_codes_on_bad_runs(tmp_path, capsys):
     args = ["--case-name", "c", "--out", str(tmp_path / "out"), "--device", "cpu", "--rank-size", "1",
             "--batch-size", "1", "--no-plot"]
-    assert summary.main(["--work-dir", str(RECORDED_NAN / "work_dir"), *args]) == 2
+    assert cli.main(["summarize", "--work-dir", str(RECORDED_NAN / "work_dir"), *args]) == 2
     assert "non-finite at iteration 8" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert summary.main(["--work-dir", str(tmp_path / "empty"), *args]) == 2
+    assert cli.main(["summarize", "--work-dir", str(tmp_path / "empty"), *args]) == 2
     assert "no training iteration was logged" in capsys.readouterr().err
-    assert summary.main(["--work-dir", str(NPU / "work_dir"), "--case-name", "new", "--out", str(tmp_path)]) == 2
+    args = ["--work-dir", str(NPU / "work_dir"), "--case-name", "new", "--out", str(tmp_path)]
+    assert cli.main(["summarize", *args]) == 2
     assert "--device, --rank-size, --batch-size needed" in capsys.readouterr().err
 
 
@@ -502,7 +506,7 @@ def write_summary(path: Path, *, step: float | None = 4.30, miou: float | None =
 
 def run_gate(capsys, *args: str) -> tuple[int, str, str]:
     """Exit code, stdout with each line's runs of spaces squeezed (table padding), stderr."""
-    code = gate.main(list(args))
+    code = cli.main(["gate", *args])
     captured = capsys.readouterr()
     out = "\n".join(" ".join(line.split()) for line in captured.out.splitlines())
     return code, out, captured.err
@@ -531,7 +535,7 @@ def test_published_baselines_are_shipped():
 
 def test_gate_passes_and_prints_the_table(tmp_path, capsys):
     path = write_summary(tmp_path / "s.json", step=4.30, miou=31.60)
-    assert gate.main(["--summary", str(path), "--baselines", str(BASELINES)]) == 0
+    assert cli.main(["gate", "--summary", str(path), "--baselines", str(BASELINES)]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("metric"))
     assert lines[header].split() == ["metric", "baseline", "measured", "limit", "verdict"]
@@ -599,7 +603,7 @@ def test_default_tolerances_live_in_one_place(tmp_path):
     assert result.tolerances == defaults
     assert "step_time_factor" not in json.dumps(json.loads(BASELINES.read_text())["baselines"])
     parser = argparse.ArgumentParser()
-    gate.register(parser.add_subparsers())
+    gate_command.register(parser.add_subparsers())
     assert "1.05" in parser._subparsers._group_actions[0].choices["gate"].format_help()
 
 
@@ -683,12 +687,7 @@ def test_gate_on_a_summary_written_by_summarize_run(tmp_path, capsys):
     assert code == 1 and "28.50 28.11 >= 28.20 FAIL" in text
 
 
-def test_kit_cli_registers_the_commands_once_wired():
-    from flashocc_kit import cli
-
-    parser = cli.build_parser()
-    commands = parser._subparsers._group_actions[0].choices
-    if "gate" not in commands:
-        pytest.skip("cli.py does not register `gate`/`summarize` yet (see the results package's register())")
-    assert "summarize" in commands
+def test_kit_cli_registers_the_results_commands():
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert "gate" in commands and "summarize" in commands
     assert cli.main(["gate", "--summary", "/nonexistent.json"]) == 2

@@ -4,10 +4,10 @@ pipeline when FlashOCC and mmdet3d are importable."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,8 +16,8 @@ import pytest
 
 from conftest import KIT_ROOT
 from flashocc_kit.errors import KitError
+from flashocc_kit.occ3d import CAMERAS, DET_CLASSES, FREE, GRID_SHAPE, info_file
 from flashocc_kit.synth import options, target
-from flashocc_kit.synth.occ3d import CAMERAS, DET_CLASSES, FREE, GRID_SHAPE, info_file
 
 np = pytest.importorskip("numpy", reason="the generator needs numpy: run with the kit's environment")
 pytest.importorskip("cv2", reason="the generator needs OpenCV: run with the kit's environment")
@@ -280,16 +280,8 @@ def test_image_size_syntax():
             options.parse_image_size(bad)
 
 
-def parser_with_synth() -> argparse.ArgumentParser:
-    from flashocc_kit import synth
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--workspace", default=str(KIT_ROOT))
-    synth.register(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
 def test_cli_reruns_itself_in_the_workspace_environment(tmp_path):
-    """`synth` runs `python -m flashocc_kit.synth` with <workspace>/.venv's interpreter."""
+    """`kit.py synth` under an interpreter without numpy re-executes itself with <workspace>/.venv's."""
     workspace = tmp_path / "ws"
     (workspace / ".venv" / "bin").mkdir(parents=True)
     python = workspace / ".venv" / "bin" / "python"  # stands in for the environment `setup` makes
@@ -297,22 +289,26 @@ def test_cli_reruns_itself_in_the_workspace_environment(tmp_path):
     python.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     (workspace / "FlashOCC").mkdir()
-    args = parser_with_synth().parse_args([
-        "--workspace", str(workspace), "synth", "--image-size", "192x108", "--train-scenes", "1", "--val-scenes",
-        "1", "--samples-per-scene", "1", "--workers", "1", "--seed", "5"])
-    assert args.out == "data/nuscenes"
-    assert args.func(args) == 0
-    assert "-m flashocc_kit.synth --out data/nuscenes --relative-to" in calls.read_text()
+
+    def kit(*args: str) -> subprocess.CompletedProcess:
+        # -S: no site-packages, so this interpreter has no numpy whatever is installed for it
+        return subprocess.run([sys.executable, "-S", str(KIT_ROOT / "tools" / "kit.py"), "--workspace", str(workspace),
+                               "synth", *args], capture_output=True, text=True)
+
+    proc = kit("--image-size", "192x108", "--train-scenes", "1", "--val-scenes", "1", "--samples-per-scene", "1",
+               "--workers", "1", "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "kit.py --workspace" in calls.read_text() and " synth --image-size 192x108" in calls.read_text()
     root = workspace / "FlashOCC" / "data" / "nuscenes"  # relative --out: from the FlashOCC checkout
     assert target.read_marker(root)["seed"] == 5
     assert load(root, "val")["infos"][0]["lidar_path"].startswith("data/nuscenes/samples/")
 
-    args = parser_with_synth().parse_args(["--workspace", str(workspace), "synth", "--image-size", "192x108"])
-    with pytest.raises(KitError, match="--overwrite"):  # refused before any interpreter is started
-        args.func(args)
-    args = parser_with_synth().parse_args(["--workspace", str(workspace), "synth", "--image-size", "10x10"])
-    with pytest.raises(KitError, match="--image-size 10x10"):
-        args.func(args)
+    calls.unlink()
+    proc = kit("--image-size", "192x108")
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    proc = kit("--image-size", "10x10")
+    assert proc.returncode == 2 and "--image-size 10x10" in proc.stderr
+    assert not calls.exists()  # both refused before any other interpreter was started
 
 
 def test_flashocc_train_pipeline_reads_the_set(small_set, monkeypatch, capsys):

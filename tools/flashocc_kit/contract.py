@@ -8,7 +8,6 @@ function's parameters.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import re
 import zipfile
@@ -16,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .patchfile import added_lines, new_file_contents, read_patch_text
-from .pins import KIT_ROOT, load_npu_contract
 from .pypi import download_wheel
 
-PATCHES = ("flashocc.patch", "mmcv.patch", "mmdet.patch", "mmdet3d.patch")
 # Hyper-parameters AdamW configs pass; the fused NPU optimizer must take them too.
 ADAMW_HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay")
 CALL = re.compile(r"\b(mx_driving|torch\.npu)\.(\w+)\s*\(")
@@ -251,25 +248,3 @@ def check_patches(patches: list[Path], requirements: list[str]) -> tuple[list[Us
     uses = sorted({u for patch in patches for u in uses_in_patch(read_patch_text(patch))},
                   key=lambda u: (u.module, u.name, u.kind, u.where))
     return uses, {req: check(uses, WheelSources.read(download_wheel(req))) for req in requirements}
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("contract", help="check the patches' mx_driving/torch_npu calls against the real wheels")
-    p.add_argument("patches", nargs="*", default=[str(KIT_ROOT / name) for name in PATCHES],
-                   help="default: the kit's four patches")
-    p.set_defaults(func=_cmd_contract)
-
-
-def _cmd_contract(args: argparse.Namespace) -> int:
-    requirements = load_npu_contract()
-    uses, problems = check_patches([Path(p) for p in args.patches], requirements)
-    print(f"{len(uses)} uses of mx_driving / torch_npu in {', '.join(Path(p).name for p in args.patches)}:")
-    for use in uses:
-        print(f"  {use.describe()}")
-    failed = False
-    for requirement, found in problems.items():
-        print(f"{requirement}: {'ok' if not found else 'PROBLEMS'}")
-        for problem in found:
-            print(f"  {problem}")
-        failed |= bool(found)
-    return 1 if failed else 0

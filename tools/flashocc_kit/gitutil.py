@@ -21,6 +21,12 @@ STABLE_CONFIG = (
     "-c", "advice.detachedHead=false",
 )
 
+# Options that make `git diff` output the same bytes for the same trees, whatever the configuration:
+# the form the kit's patches are written in (full blob ids on every `index` line).
+DIFF_OPTIONS = ("--full-index", "--binary", "--no-renames", "--no-ext-diff", "--no-textconv",
+                "--no-color", "--src-prefix=a/", "--dst-prefix=b/", "--unified=3",
+                "--diff-algorithm=myers", "--no-relative")
+
 
 def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
         input_text: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -32,6 +38,15 @@ def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = 
     if check and proc.returncode != 0:
         raise KitError(f"`git {' '.join(args)}` failed in {cwd}:\n{proc.stderr.strip()}")
     return proc
+
+
+def git_bytes(cwd: Path, *args: str) -> bytes:
+    """Run `git args` in cwd and return its raw output (file contents that must not be decoded)."""
+    proc = subprocess.run(["git", *STABLE_CONFIG, *args], cwd=cwd, capture_output=True,
+                          env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+    if proc.returncode != 0:
+        raise KitError(f"`git {' '.join(args)}` failed in {cwd}:\n{proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
 
 
 def is_git_toplevel(path: Path) -> bool:

@@ -1,33 +1,52 @@
-"""The upstream pins (tools/pins.toml) and the kit's fixed locations."""
+"""The upstream pins (tools/pins.ini) and the kit's fixed locations.
+
+pins.ini is read with configparser: the kit's CLI starts on any Python >= 3.8 with the standard
+library only (tomllib exists from 3.11 on).
+"""
 
 from __future__ import annotations
 
+import configparser
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
-PINS_FILE = KIT_ROOT / "tools" / "pins.toml"
+PINS_FILE = KIT_ROOT / "tools" / "pins.ini"
+PINS_ENV = "FLASHOCC_KIT_PINS"  # another pins file (tests, forks)
 # Projects in the order they are fetched, patched and installed (mmdet3d lives inside FlashOCC).
 PROJECT_ORDER = ("flashocc", "mmcv", "mmdet", "mmdet3d")
+# The patch queues (one concern per patch, in the order of each queue's `series`) and the files
+# the kit wrote, at the paths they take upstream: what the root patches are built from.
+QUEUES_DIR = KIT_ROOT / "patches"
+PORT_DIR = KIT_ROOT / "port"
 
 
 @dataclass(frozen=True)
 class Project:
     name: str
     path: str  # relative to the workspace
-    patch: str  # relative to the kit root
+    patch: str  # relative to the kit root (an absolute path stays as it is: tests, forks)
     repo: str
     ref: str
     commit: str | None = None
     sdist: str | None = None
     sdist_tree: str | None = None
     also_applies_to_sdist: str | None = None
+    queue: str | None = None  # default: patches/<name>
+    port: str | None = None  # default: port/<name>
 
     @property
     def patch_file(self) -> Path:
-        return KIT_ROOT / self.patch  # an absolute `patch` (tests, forks) stays as it is
+        return KIT_ROOT / self.patch
+
+    @property
+    def queue_dir(self) -> Path:
+        return KIT_ROOT / self.queue if self.queue else QUEUES_DIR / self.name
+
+    @property
+    def port_dir(self) -> Path:
+        return KIT_ROOT / self.port if self.port else PORT_DIR / self.name
 
     def describe_pin(self) -> str:
         if self.commit:
@@ -35,15 +54,42 @@ class Project:
         return f"{self.ref} (sdist {self.sdist})"
 
 
+def pins_path(pins_file: Path | None = None) -> Path:
+    return Path(pins_file or os.environ.get(PINS_ENV, PINS_FILE))
+
+
+def read_pins(pins_file: Path | None = None) -> configparser.ConfigParser:
+    path = pins_path(pins_file)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        if not parser.read(path, encoding="utf-8"):
+            raise ValueError(f"{path}: cannot read the pins file")
+    except configparser.Error as exc:
+        raise ValueError(f"{path}: not a valid pins file: {exc}") from None
+    return parser
+
+
 def load_projects(pins_file: Path | None = None) -> dict[str, Project]:
-    """Read the pins; $FLASHOCC_KIT_PINS points at another file (tests, forks)."""
-    pins_file = pins_file or Path(os.environ.get("FLASHOCC_KIT_PINS", PINS_FILE))
-    data = tomllib.loads(pins_file.read_text())
-    projects = {name: Project(name=name, **fields) for name, fields in data["projects"].items()}
+    """The four projects, in PROJECT_ORDER; $FLASHOCC_KIT_PINS points at another file (tests, forks)."""
+    parser = read_pins(pins_file)
+    projects = {}
+    for section in parser.sections():
+        kind, _, name = section.partition(":")
+        if kind == "project":
+            projects[name] = Project(name=name, **dict(parser[section]))
     missing = [name for name in PROJECT_ORDER if name not in projects]
     if missing:
-        raise ValueError(f"{pins_file}: no entry for {', '.join(missing)}")
+        raise ValueError(f"{pins_path(pins_file)}: no [project:{missing[0]}] section")
     return {name: projects[name] for name in PROJECT_ORDER}
+
+
+def load_npu_contract(pins_file: Path | None = None) -> list[str]:
+    """The mx-driving and torch-npu releases whose wheels the patch's NPU calls are checked against."""
+    parser = read_pins(pins_file)
+    if not parser.has_section("npu_contract"):
+        return []
+    return [f"{name}=={version}" for name, versions in parser["npu_contract"].items()
+            for version in versions.split()]
 
 
 def cache_dir() -> Path:
@@ -63,10 +109,3 @@ def default_sources_dir() -> Path | None:
 def default_workspace() -> Path:
     """The seed's layout: the upstream checkouts sit next to the patches, in the kit root."""
     return Path(os.environ.get("FLASHOCC_KIT_WORKSPACE", KIT_ROOT))
-
-
-def load_npu_contract(pins_file: Path | None = None) -> list[str]:
-    """The mx-driving and torch-npu releases whose wheels the patch's NPU calls are checked against."""
-    pins_file = pins_file or Path(os.environ.get("FLASHOCC_KIT_PINS", PINS_FILE))
-    data = tomllib.loads(pins_file.read_text()).get("npu_contract", {})
-    return [f"{name}=={version}" for name, versions in data.items() for version in versions]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .synth.occ3d import FREE, OCC_CLASSES, info_file
+from .occ3d import FREE, OCC_CLASSES, info_file
 from .synth.render import PALETTE
 
 UNOBSERVED = np.array([200, 200, 200], dtype=np.uint8)  # voxels no camera sees: not scored
@@ -64,10 +64,11 @@ def render_comparison(pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
     return out
 
 
-def render_run(flashocc: Path, results_pkl: Path, data_root: str | None, out_dir: Path,
-               samples: int = 4) -> list[Path]:
-    """BEV pictures for validation samples spread over an evaluated run (dataset order: by timestamp)."""
-    root = flashocc / (data_root or "data/nuscenes-synthetic")
+def render_run(flashocc: Path, results_pkl: Path, root: Path, out_dir: Path, samples: int = 4) -> list[Path]:
+    """BEV pictures for validation samples spread over an evaluated run (dataset order: by timestamp).
+
+    root: the data root the infos are in; their occ_path is relative to the FlashOCC root.
+    """
     with (root / info_file("val")).open("rb") as fh:
         infos = sorted(pickle.load(fh)["infos"], key=lambda info: info["timestamp"])
     with results_pkl.open("rb") as fh:

@@ -10,6 +10,7 @@ from . import sources
 from .errors import KitError
 from .patching import PatchState, apply_patch, patch_state
 from .pins import KIT_ROOT, PROJECT_ORDER, Project, load_projects
+from .stackenv import venv_dir
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Workspace:
 
     @property
     def default_venv(self) -> Path:
-        return self.root / ".venv"
+        return venv_dir(self.root)
 
     @property
     def kit_state(self) -> Path:
@@ -68,3 +69,30 @@ class Workspace:
 
     def states(self) -> dict[str, PatchState]:
         return {p.name: patch_state(self.dir(p.name), p.patch_file)[0] for p in self.select(None)}
+
+    def status_rows(self) -> list[dict[str, str]]:
+        """One row per checkout: where it is, its revision, whether that is the pin, the patch state."""
+        rows = []
+        for project in self.select(None):
+            path = self.dir(project.name)
+            pin = sources.check_pin(project, path)
+            state, _ = patch_state(path, project.patch_file)
+            rows.append({
+                "project": project.name,
+                "path": os.path.relpath(path, self.root) if _is_inside(path, self.root) else str(path),
+                "revision": pin.revision,
+                "pin ok": {True: "yes", False: "NO", None: "?"}[pin.ok],
+                "patch": state.value,
+            })
+        return rows
+
+    def healthy(self) -> bool:
+        return all(r["pin ok"] != "NO" and r["patch"] == PatchState.APPLIED.value for r in self.status_rows())
+
+
+def _is_inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False

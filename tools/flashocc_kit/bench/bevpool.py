@@ -16,7 +16,6 @@ which also counts what glibc's allocator holds on to between tensors, so it read
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -52,6 +51,7 @@ def load(flashocc: Path):
 def case(parity, batch: int, seed: int = 0):
     """flashocc-r50-sized inputs: (view transformer, frustum coordinates, depth, feat, grad_out, shape)."""
     import torch
+
     from projects.mmdet3d_plugin.models.necks.view_transformer import LSSViewTransformer
 
     generator = torch.Generator().manual_seed(seed)
@@ -215,41 +215,6 @@ def report(document: dict) -> str:
                      f"{r['peak_memory_ratio']:.2f}x", "", ""])
     return common.format_rows(["case", "points", "prepare ms", "fwd+bwd ms", "step ms", "peak MiB",
                                "pool peak MiB", "RSS peak MiB"], rows)
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bevpool", help="portable bev_pool_v3 + sort-free prepare vs upstream's sort-and-interval: "
-                                       "time and peak memory",
-                       description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4], help="batch sizes (default 1 2 4)")
-    p.add_argument("--repeat", type=int, default=7, help="timed rounds per case (default 7)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: steadier numbers)")
-    p.add_argument("--quick", action="store_true", help="smoke run: B=1, 1 round")
-    p.add_argument("--json", help="also write the results here")
-    p.set_defaults(func=cmd_bevpool)
-
-
-def cmd_bevpool(args: argparse.Namespace) -> int:
-    from ..workspace import Workspace
-    from . import stack
-
-    stack(args)
-    if args.quick:
-        args.batch, args.repeat = [1], 1
-    if args.repeat < 1 or args.threads < 1 or any(b < 1 for b in args.batch):
-        raise KitError("--batch, --repeat and --threads must be at least 1")
-    flashocc = Workspace.at(args.workspace).flashocc
-    document = run(flashocc, args.batch, args.repeat, args.threads)
-    print(report(document))
-    print("peak MiB: torch profiler, live tensor bytes above the inputs during prepare + forward + backward; "
-          "RSS: the process's high-water mark increase over one step (includes what the allocator holds)")
-    print(f"target: fwd+bwd >= {TARGET_RATIO}x with peak memory no higher, outputs agreeing -> "
-          f"{'met' if document['target']['met'] else 'NOT met'}")
-    if args.json:
-        common.write_json(args.json, document)
-        print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--child":

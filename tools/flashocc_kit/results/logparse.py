@@ -26,14 +26,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from ..errors import KitError
-
-# FlashOCC's Metric_mIoU.class_names (projects/mmdet3d_plugin/core/evaluation/occ_metrics.py) minus 'free':
-# count_miou prints and averages these 17, in this order.
-OCC_CLASS_NAMES = (
-    "others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
-    "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain", "manmade",
-    "vegetation",
-)
+from ..occ3d import SCORED_CLASSES
 
 # Launcher prefixes: torchrun --tee ("[default0]:"), newer torch ("[rank0]:"), srun --label ("0: "),
 # Open MPI --tag-output ("[1,0]<stdout>:"). Nested ones (srun around torchrun) are peeled one by one.
@@ -463,14 +456,14 @@ def _nanmean(values: Sequence[float | None]) -> float | None:
 def _from_val_line(obj: dict) -> tuple[float, dict[str, float | None]] | None:
     """(mIoU, per class) in percent from a JSON val line, averaged over the 17 classes as count_miou does."""
     values = obj.get("mIoU")
-    if not isinstance(values, list) or len(values) not in (len(OCC_CLASS_NAMES), len(OCC_CLASS_NAMES) + 1):
+    if not isinstance(values, list) or len(values) not in (len(SCORED_CLASSES), len(SCORED_CLASSES) + 1):
         return None
-    fractions = [_number(v) for v in values[: len(OCC_CLASS_NAMES)]]
+    fractions = [_number(v) for v in values[: len(SCORED_CLASSES)]]
     fractions = [None if v is None or not math.isfinite(v) else v for v in fractions]
     miou = _nanmean(fractions)
     if miou is None:
         return None
-    per_class = {n: None if v is None else round(v * 100, 2) for n, v in zip(OCC_CLASS_NAMES, fractions, strict=True)}
+    per_class = {n: None if v is None else round(v * 100, 2) for n, v in zip(SCORED_CLASSES, fractions, strict=True)}
     return round(miou * 100, 2), per_class
 
 
@@ -512,7 +505,7 @@ def parse_eval(console_logs: Sequence[Path] = (), json_log: Path | None = None) 
                      f"epoch {json_last[0]}): a separate evaluation run? the console's is reported")
     if result is None:
         return None
-    missing = [n for n in OCC_CLASS_NAMES if n not in result.per_class]
+    missing = [n for n in SCORED_CLASSES if n not in result.per_class]
     if missing:
         notes.append(f"per-class IoU missing for {', '.join(missing)} (lines lost in the output)")
     result.history = history

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..occ3d import CAMERAS
 from .geometry import axis_rotation, yaw_matrix
-from .occ3d import CAMERAS
 
 # Approximately nuScenes' calibration at 1600x900: yaw (deg), position in the ego frame (m),
 # focal length and principal point (px). CAM_BACK is the wide-angle one.

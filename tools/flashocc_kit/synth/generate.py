@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..occ3d import CAMERAS, INFO_PREFIX, NUSCENES_VERSION, SAMPLE_INTERVAL_US, info_file
 from . import target
 from .cameras import Camera, Lidar, make_rig
 from .geometry import yaw_matrix
-from .occ3d import CAMERAS, INFO_PREFIX, NUSCENES_VERSION, SAMPLE_INTERVAL_US, info_file
 from .options import SynthOptions
 from .raycast import OccupancyGrid
 from .render import Look, render_camera, scan_lidar

@@ -122,15 +122,3 @@ def options_from_args(args: argparse.Namespace, default_workers: int) -> SynthOp
                         workers=args.workers if args.workers is not None else default_workers)
     opts.check()
     return opts
-
-
-def forward_arguments(args: argparse.Namespace, out: str, relative_to: str) -> list[str]:
-    """The same request as command-line arguments, to re-run it under another interpreter."""
-    argv = ["--out", out, "--relative-to", relative_to, "--seed", str(args.seed), "--image-size", args.image_size,
-            "--train-scenes", str(args.train_scenes), "--val-scenes", str(args.val_scenes),
-            "--samples-per-scene", str(args.samples_per_scene)]
-    if args.workers is not None:
-        argv += ["--workers", str(args.workers)]
-    if args.overwrite:
-        argv.append("--overwrite")
-    return argv

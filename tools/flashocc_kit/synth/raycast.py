@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .occ3d import FREE, GRID_LO, GRID_SHAPE, GROUND_LAYER, VOXEL
+from ..occ3d import FREE, GRID_LO, GRID_SHAPE, GROUND_LAYER, VOXEL
 
 LO = np.array(GRID_LO)
 SHAPE = np.array(GRID_SHAPE)

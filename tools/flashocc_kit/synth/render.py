@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..occ3d import GRID_LO, OCC, OCC_CLASSES, VOXEL
 from .cameras import LIDAR_AZIMUTHS, LIDAR_ELEVATIONS, Camera, Lidar
-from .occ3d import GRID_LO, OCC, OCC_CLASSES, VOXEL
 from .raycast import FAR_GROUND, GROUND, HIT, MISS, Hits, OccupancyGrid
 
 # RGB per class, chosen so any two (and sky, far ground) differ in chromaticity by at least 11 degrees

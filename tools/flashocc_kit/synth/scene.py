@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .occ3d import DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, GROUND_LAYER, OCC, SAMPLE_INTERVAL_US, VOXEL
+from ..occ3d import DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, GROUND_LAYER, OCC, SAMPLE_INTERVAL_US, VOXEL
 
 # Road users: occupancy/detection class -> (length, width, height) ranges in metres.
 SIZES = {

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import KitError
-from .occ3d import info_file
+from ..occ3d import info_file
 
 MARKER = ".flashocc-kit-synthetic.json"
 # Everything the generator puts at the top of a data root; --overwrite replaces nothing else.

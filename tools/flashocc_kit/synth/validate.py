@@ -19,7 +19,7 @@ import numpy as np
 from pyquaternion import Quaternion
 
 from ..errors import KitError
-from .occ3d import CAMERAS, DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, VOXEL, info_file
+from ..occ3d import CAMERAS, DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, VOXEL, info_file
 from .render import FAR_GROUND_COLOUR, PALETTE, SKY_HORIZON, SKY_ZENITH
 
 INFO_KEYS = ("lidar_path", "token", "sweeps", "cams", "lidar2ego_translation", "lidar2ego_rotation",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..occ3d import FREE, GRID_LO, GRID_SHAPE, GROUND_LAYER, VOXEL
 from .cameras import LIDAR_AZIMUTHS, LIDAR_ELEVATIONS, Camera, Lidar
-from .occ3d import FREE, GRID_LO, GRID_SHAPE, GROUND_LAYER, VOXEL
 from .raycast import GROUND, HIT, Hits
 from .render import Sweep
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..occ3d import CAMERAS, DET_CLASSES, LIDAR
 from .cameras import Camera, Lidar
 from .geometry import matrix_to_quaternion, wrap_angle, yaw_matrix
-from .occ3d import CAMERAS, DET_CLASSES, LIDAR
 
 JPEG_QUALITY = 92
 # The converter's camera order; PrepareImageInputs picks cameras by name, so only the pkl's bytes care.

@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .environment import Setup, SetupOptions, setup
-from .errors import SourcesUnavailable
-from .pins import KIT_ROOT, default_sources_dir
-from .workspace import Workspace
+from ..errors import SourcesUnavailable
+from ..installer import Setup, SetupOptions, setup
+from ..pins import KIT_ROOT, default_sources_dir
+from ..workspace import Workspace
 
 TEST_REQUIREMENTS = KIT_ROOT / "tests" / "requirements.txt"
 PYTEST_NO_TESTS = 5
@@ -54,10 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="set up the environment if needed, then run the test suite (what CI runs)")
     p.add_argument("--venv", help="environment to use (default: <workspace>/.venv)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (after --)")
-    p.set_defaults(func=_cmd_test)
+    p.set_defaults(func=run)
 
 
-def _cmd_test(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     ws = Workspace.at(args.workspace)
     opts = SetupOptions(workspace=ws.root, venv=Path(args.venv).resolve() if args.venv else ws.default_venv,
                         from_dir=default_sources_dir(), base_python=Path(sys.executable), torch_mode="auto")

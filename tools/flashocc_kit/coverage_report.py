@@ -1,4 +1,4 @@
-"""`kit.py coverage`: which lines the patches add are executed by the test suite.
+"""Which lines the patches add are executed by the test suite (`kit.py coverage`).
 
 pytest runs under coverage.py, subprocesses included (the torchrun workers of the smoke runs, the
 stand-in scenarios, the gloo ranks): a .pth hook starts coverage in every Python process of the
@@ -9,7 +9,6 @@ workspace checkout, the installed mmcv, or a copy the tests extracted.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import os
@@ -19,11 +18,9 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import KitError
 from .gitutil import file_blob_id
 from .patchfile import added_lines, read_patch, read_patch_text
 from .pins import KIT_ROOT, load_projects
-from .stackenv import ensure_stack
 
 STARTUP_PTH = "flashocc_kit_coverage.pth"
 TARGET = 95.0  # percent of added executable lines (the port issue's aim)
@@ -190,22 +187,3 @@ def print_report(reports: list[FileReport]) -> float:
             text = f.source[n - 1].strip() if f.source and n <= len(f.source) else "(file never imported)"
             print(f"  {f.path}:{n}: {text}")
     return percent
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("coverage", help="run the tests under coverage; report the patches' added lines executed")
-    p.add_argument("--report-only", action="store_true", help="report the last run's data again")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (after --)")
-    p.set_defaults(func=_cmd_coverage)
-
-
-def _cmd_coverage(args: argparse.Namespace) -> int:
-    ensure_stack(Path(args.workspace), ("coverage", "pytest"), "coverage")
-    work = Path(args.workspace).resolve() / ".kit" / "coverage"
-    data_file = work / ".coverage"
-    if not args.report_only:
-        data_file = run_suite([a for a in args.pytest_args if a != "--"], work)
-    if not data_file.exists():
-        raise KitError(f"no coverage data in {work}: run `python3 tools/kit.py coverage` first")
-    percent = print_report(report(data_file, Path(args.workspace).resolve()))
-    return 0 if percent >= TARGET else 1

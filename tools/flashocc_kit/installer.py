@@ -7,21 +7,21 @@ content of the patched mmcv source, the torch version, the Python and the machin
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitutil, sources
+from .ascend import cann_home
 from .errors import KitError
-from .pins import KIT_ROOT, cache_dir, default_sources_dir
+from .pins import KIT_ROOT, cache_dir
+from .stackenv import run_probe, venv_python
 from .workspace import Workspace
 
 REQUIREMENTS = KIT_ROOT / "requirements.txt"
@@ -31,15 +31,6 @@ TORCH_FAMILY = ("torch", "torchvision", "triton", "nvidia-")
 MX_DRIVING_TORCH = ((2, 6), (2, 7), (2, 8))
 DRIVING_SDK_SOURCE = "https://gitee.com/ascend/DrivingSDK"
 STATE_FILE = "flashocc-kit-state.json"
-
-
-def cann_home() -> Path | None:
-    """The CANN toolkit, if this is an Ascend host."""
-    for var in ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH"):
-        if os.environ.get(var) and Path(os.environ[var]).is_dir():
-            return Path(os.environ[var])
-    default = Path("/usr/local/Ascend/ascend-toolkit/latest")
-    return default if default.is_dir() else None
 
 
 def build_jobs() -> int:
@@ -110,42 +101,8 @@ class Runner:
         return output
 
 
-def venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
-def probe(python: Path, code: str) -> dict:
-    """Run a snippet in the target interpreter and return the JSON it prints."""
-    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1:] or ["?"]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-TORCH_PROBE = """
-import importlib.util, json
-try:
-    import torch
-    print(json.dumps({"torch": torch.__version__, "npu": importlib.util.find_spec("torch_npu") is not None}))
-except ImportError:
-    print(json.dumps({"torch": None}))
-"""
-
-VERSIONS_PROBE = """
-import json
-from importlib import metadata
-out = {}
-for name in json.loads(%r):
-    try:
-        out[name] = metadata.version(name)
-    except metadata.PackageNotFoundError:
-        out[name] = None
-print(json.dumps(out))
-"""
-
-
 def installed_versions(python: Path, names: list[str]) -> dict[str, str | None]:
-    return probe(python, VERSIONS_PROBE % json.dumps(names))
+    return run_probe(python, "versions", *names)
 
 
 def unsatisfied(python: Path, pins: list[str]) -> list[str]:
@@ -168,9 +125,7 @@ def mmcv_cache_key(mmcv_dir: Path, torch_version: str, force_npu: bool) -> str:
 
 
 def editable_location(python: Path, module: str) -> str | None:
-    info = probe(python, f"import json, importlib.util as u; s = u.find_spec({module!r}); "
-                         "print(json.dumps({'origin': s.origin if s else None}))")
-    return info.get("origin")
+    return run_probe(python, "module_origin", module).get("origin")
 
 
 @dataclass
@@ -183,7 +138,7 @@ class SetupOptions:
 
 
 def decide_keep_torch(opts: SetupOptions) -> tuple[bool, str]:
-    base = probe(opts.base_python, TORCH_PROBE)
+    base = run_probe(opts.base_python, "torch_info")
     has_torch = bool(base.get("torch"))
     if opts.torch_mode == "keep" and not has_torch:
         raise KitError(f"--torch keep: {opts.base_python} has no torch to keep. "
@@ -255,7 +210,7 @@ class Setup:
                     "pip-stack")
 
     def torch_version(self) -> str:
-        version = probe(self.python, TORCH_PROBE).get("torch")
+        version = run_probe(self.python, "torch_info").get("torch")
         if not version:
             raise KitError(f"torch does not import in {self.python}. Fix: remove {self.opts.venv} and run setup again.")
         return version
@@ -329,7 +284,8 @@ def setup(opts: SetupOptions) -> None:
     steps.runtime_requirements()
     steps.driving_sdk()
 
-    from .doctor import run_checks
+    from .health import run_checks
+
     report = run_checks(steps.ws, opts.venv)
     print()
     for check in report:
@@ -339,36 +295,12 @@ def setup(opts: SetupOptions) -> None:
     print(f"\nready: activate with `source {opts.venv}/bin/activate`; logs in {steps.runner.log_dir}")
 
 
-RUNTIME_CHECK = """
-import json, sys
-from importlib import metadata
-from packaging.requirements import Requirement
-problems = []
-for path in sys.argv[1:]:
-    for raw in open(path):
-        line = raw.split("#")[0].strip()
-        if not line or line.startswith("-"):
-            continue
-        req = Requirement(line)
-        if req.marker is not None and not req.marker.evaluate():
-            continue
-        try:
-            version = metadata.version(req.name)
-        except metadata.PackageNotFoundError:
-            problems.append(f"{path}: {line}: not installed")
-            continue
-        if req.specifier and not req.specifier.contains(version, prereleases=True):
-            problems.append(f"{path}: {line}: have {version}")
-print(json.dumps(problems))
-"""
-
-
 def check_runtime_requirements(python: Path, ws: Workspace) -> list[str]:
     files = [ws.flashocc / "requirements" / "runtime.txt", ws.dir("mmdet3d") / "requirements" / "runtime.txt"]
-    proc = subprocess.run([str(python), "-c", RUNTIME_CHECK, *map(str, files)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise KitError(f"could not check runtime requirements:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout)
+    problems = run_probe(python, "runtime_requirements", *map(str, files))
+    if isinstance(problems, dict):
+        raise KitError(f"could not check runtime requirements: {problems['error']}")
+    return problems
 
 
 def install_driving_sdk(runner: Runner, python: Path, torch_version: str) -> str:
@@ -384,29 +316,3 @@ def install_driving_sdk(runner: Runner, python: Path, torch_version: str) -> str
                 "(its README, 'build from source'), then `pip install dist/mx_driving-*.whl`.")
     runner.run("mx-driving", [str(python), "-m", "pip", "install", "mx-driving"])
     return "installed mx-driving from PyPI"
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("setup", help="sources + patches + a virtual environment with the patched stack")
-    p.add_argument("--venv", help="virtual environment to create or update (default: <workspace>/.venv)")
-    p.add_argument("--from", dest="from_dir", help="directory of pristine checkouts (see `sources`)")
-    p.add_argument("--python", default=sys.executable, help="interpreter to base the venv on (default: this one)")
-    p.add_argument("--torch", dest="torch_mode", choices=("auto", "keep", "install"), default="auto",
-                   help="auto: keep a torch the base interpreter already has (Ascend images ship torch "
-                        "with torch_npu), else install requirements.txt's; keep/install force either")
-    p.set_defaults(func=_cmd_setup)
-
-
-def _cmd_setup(args: argparse.Namespace) -> int:
-    ws = Workspace.at(args.workspace)
-    opts = SetupOptions(
-        workspace=ws.root,
-        venv=Path(args.venv).resolve() if args.venv else ws.default_venv,
-        from_dir=Path(args.from_dir) if args.from_dir else default_sources_dir(),
-        base_python=Path(args.python),
-        torch_mode=args.torch_mode,
-    )
-    started = time.monotonic()
-    setup(opts)
-    print(f"setup took {time.monotonic() - started:.0f} s")
-    return 0

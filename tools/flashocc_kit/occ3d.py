@@ -1,4 +1,5 @@
-"""The Occ3D-nuScenes conventions the generated data must follow (standard library only).
+"""The Occ3D-nuScenes conventions: classes, grid, cameras, info files (standard library only; the one place
+the kit writes them: the generator, the results parser, the pictures and the data check read them here).
 
 Class order is occ_metrics.py's `Metric_mIoU.class_names`; the grid is its point_cloud_range at
 0.4 m. Detection classes and their order are create_data_bevdet.py's `classes` (ann_infos labels).
@@ -13,6 +14,8 @@ OCC_CLASSES = (
 )
 OCC = {name: index for index, name in enumerate(OCC_CLASSES)}
 FREE = OCC["free"]
+# Metric_mIoU.count_miou prints and averages all classes but 'free', in this order.
+SCORED_CLASSES = OCC_CLASSES[:FREE]
 
 # Ego frame (x forward, y left, z up, origin on the ground), x, y in [-40, 40), z in [-1, 5.4):
 # voxel (i, j, k) spans [LO + 0.4 * index, LO + 0.4 * (index + 1)) on each axis.

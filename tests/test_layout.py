@@ -1,0 +1,108 @@
+"""The kit's structure: no import cycles, the command layer on top, one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+from conftest import KIT_ROOT
+
+PACKAGE = KIT_ROOT / "tools" / "flashocc_kit"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The kit modules a module imports, anywhere in it (inside functions too)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        for candidate in candidates:
+            while candidate and candidate not in modules:
+                candidate = candidate.rpartition(".")[0]
+            if candidate and candidate != name:
+                found.add(candidate)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    graph = {module_name(p): imports_of(p, modules) for p in paths}
+    # importing a.b.c runs a/__init__ and a/b/__init__ first: not an edge that can close a cycle by itself
+    return {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state:
+                cycle = visit(dep)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_of_the_kit_imports_one_that_imports_it_back():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_only_the_command_layer_and_the_entry_point_import_the_commands():
+    for module, deps in import_graph().items():
+        if module.startswith("flashocc_kit.commands") or module == "flashocc_kit.cli":
+            continue
+        assert not [d for d in deps if d.startswith("flashocc_kit.commands")], module
+
+
+def test_each_command_lives_in_the_module_named_after_it():
+    from flashocc_kit import cli
+
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        module = name.replace("-", "_")
+        assert (PACKAGE / "commands" / f"{module}.py").is_file(), name
+        nested = [a.choices.values() for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        funcs = [parser.get_default("func")] if not nested else [p.get_default("func") for p in nested[0]]
+        assert {f.__module__ for f in funcs} == {f"flashocc_kit.commands.{module}"}, name

@@ -1,0 +1,40 @@
+"""The Ascend host: where CANN is, and the run-time settings the reference port's scripts use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+CANN_DEFAULT = Path("/usr/local/Ascend/ascend-toolkit/latest")
+# Ascend run-time settings of the reference scripts; applied only on an Ascend host, only if unset.
+RUNTIME_ENV = {
+    "ASCEND_SLOG_PRINT_TO_STDOUT": "0", "ASCEND_GLOBAL_LOG_LEVEL": "3", "ASCEND_GLOBAL_EVENT_ENABLE": "0",
+    "HCCL_WHITELIST_DISABLE": "1", "HCCL_CONNECT_TIMEOUT": "1200",
+    "TASK_QUEUE_ENABLE": "2", "CPU_AFFINITY_CONF": "1",
+}
+
+
+def cann_home() -> Path | None:
+    """The CANN toolkit, if this is an Ascend host."""
+    for var in ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH"):
+        if os.environ.get(var) and Path(os.environ[var]).is_dir():
+            return Path(os.environ[var])
+    return CANN_DEFAULT if CANN_DEFAULT.is_dir() else None
+
+
+def runtime_environment() -> dict[str, str]:
+    """The reference scripts' settings this process does not set itself (empty off Ascend)."""
+    if cann_home() is None:
+        return {}
+    return {k: v for k, v in RUNTIME_ENV.items() if k not in os.environ}
+
+
+def quiet_device_logs(devices: int) -> None:
+    """Device-side log level 'error' (msnpureport), where the tool exists."""
+    tool = shutil.which("msnpureport")
+    if tool is None:
+        return
+    for device_id in range(devices):
+        subprocess.run([tool, "-g", "error", "-d", str(device_id)], capture_output=True, check=False)

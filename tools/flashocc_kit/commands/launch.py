@@ -1,0 +1,64 @@
+"""`kit.py launch`: one training run through torchrun (the logic behind test/*.sh, which stay thin bash)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..stackenv import ensure_stack
+from ..training.commands import train_command
+from ..training.execute import execute
+from ..training.run import (
+    CONFIG,
+    DEVICES,
+    MAX_ITERS,
+    MODES,
+    PRECISIONS,
+    SMOKE_DEVICES,
+    SMOKE_ENV,
+    LaunchRequest,
+    build_run,
+    locate_flashocc,
+)
+from ..workspace import Workspace
+
+NEEDS = ("numpy", "matplotlib", "mmcv", "torch")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="one training run through torchrun (what test/*.sh call)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="modes:\n" + "\n".join(f"  {k:6s} {v}" for k, v in MODES.items()))
+    p.add_argument("mode", choices=MODES)
+    p.add_argument("--num-npu", type=int, help=f"devices per node (default {DEVICES}; smoke: {SMOKE_DEVICES} "
+                                                "CPU processes)")
+    p.add_argument("--batch-size", type=int, help="samples per device (default: the config's data.samples_per_gpu)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the config's runner.max_epochs)")
+    p.add_argument("--max-iters", type=int, help=f"iterations of a performance run (default {MAX_ITERS})")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--data-root", help="dataset root (default: the config's data_root)")
+    p.add_argument("--work-dir", help="default: work_dirs/<case name> under the FlashOCC root")
+    p.add_argument("--output-dir", help="default: test/output/<case name> under the FlashOCC root")
+    p.add_argument("--resume", help="checkpoint to resume from, or 'auto' for the latest in the work dir")
+    p.add_argument("--config", help=f"config (default {CONFIG})")
+    p.add_argument("--workers", type=int, help="data-loader workers per device (default: the config's)")
+    p.add_argument("--log-interval", type=int, help="iterations per log line (default 1 perf, 10 accuracy, 5 smoke)")
+    p.add_argument("--smoke", action="store_true", help=f"the CPU smoke configuration (or {SMOKE_ENV}=1)")
+    p.add_argument("--cfg-options", nargs="+", default=[], help="more config overrides, key=value")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ws = Workspace.at(args.workspace)
+    flashocc = locate_flashocc(ws.flashocc)
+    ensure_stack(ws.root, NEEDS, "launch")  # the config is read with mmcv; the ranks run in this environment
+    request = LaunchRequest(mode=args.mode, num_npu=args.num_npu, batch_size=args.batch_size, epochs=args.epochs,
+                            max_iters=args.max_iters, precision=args.precision, data_root=args.data_root,
+                            work_dir=args.work_dir, output_dir=args.output_dir, resume=args.resume,
+                            config=args.config, workers=args.workers, log_interval=args.log_interval,
+                            smoke=args.smoke, cfg_options=args.cfg_options)
+    training_run = build_run(request, flashocc)
+    if args.dry_run:
+        print(" ".join(train_command(training_run)))
+        return 0
+    return execute(training_run)

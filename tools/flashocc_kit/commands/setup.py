@@ -1,0 +1,38 @@
+"""`kit.py setup`: sources, patches and a virtual environment with the patched stack (the seed's steps 1-5)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..installer import SetupOptions, setup
+from ..pins import default_sources_dir
+from ..workspace import Workspace
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("setup", help="sources + patches + a virtual environment with the patched stack")
+    p.add_argument("--venv", help="virtual environment to create or update (default: <workspace>/.venv)")
+    p.add_argument("--from", dest="from_dir", help="directory of pristine checkouts (see `sources`)")
+    p.add_argument("--python", default=sys.executable, help="interpreter to base the venv on (default: this one)")
+    p.add_argument("--torch", dest="torch_mode", choices=("auto", "keep", "install"), default="auto",
+                   help="auto: keep a torch the base interpreter already has (Ascend images ship torch "
+                        "with torch_npu), else install the lock's; keep/install force either")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ws = Workspace.at(args.workspace)
+    opts = SetupOptions(
+        workspace=ws.root,
+        venv=Path(args.venv).resolve() if args.venv else ws.default_venv,
+        from_dir=Path(args.from_dir) if args.from_dir else default_sources_dir(),
+        base_python=Path(args.python),
+        torch_mode=args.torch_mode,
+    )
+    started = time.monotonic()
+    setup(opts)
+    print(f"setup took {time.monotonic() - started:.0f} s")
+    return 0

@@ -1,0 +1,198 @@
+"""What a run is: the request from the command line, completed from the config it trains.
+
+The config owns the batch size per device, the epochs, the data-loader workers and the data root;
+the launcher owns the device count and a performance run's length. Every change to the config
+reaches mmcv as --cfg-options (no file is edited).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import KitError
+from ..occ3d import info_file
+from ..results.summary import PRECISIONS  # noqa: F401 (the launcher's choices)
+
+CONFIG = "projects/configs/flashocc/flashocc-r50.py"
+SMOKE_CONFIG = "projects/configs/flashocc/flashocc-r50-smoke.py"
+SMOKE_ENV = "FLASHOCC_SMOKE"  # =1: the CPU smoke configuration, as --smoke
+NETWORK = "FlashOCC_R50"
+MODES = {
+    "perf": "performance: a bounded number of iterations (--max-iters)",
+    "full": "accuracy: --epochs epochs, then evaluation of the last (EMA) checkpoint",
+    "seed": "the seed README's interface: --epochs=N is a performance run of N epochs, none the accuracy run",
+    "smoke": "the CPU smoke run on the synthetic set: train, evaluate, pictures",
+}
+DEVICES = 8  # per node: the seed's 8-card runs
+SMOKE_DEVICES = 2  # CPU processes of the smoke run
+MAX_ITERS = 200  # a performance run's length
+# Where runs write, under the FlashOCC root (the seed's layout): mmcv's work dirs and the summaries.
+WORK_DIRS = Path("work_dirs")
+OUTPUT_DIR = Path("test") / "output"
+# The synthetic set the smoke run trains on (generated on first use, at the smoke config's data_root);
+# the smoke baselines were measured on exactly this set.
+SMOKE_DATA = {"width": 352, "height": 198, "train_scenes": 12, "val_scenes": 3, "samples_per_scene": 8, "seed": 0}
+
+
+@dataclass(frozen=True)
+class ConfigDefaults:
+    """The values of a config the launcher completes a request with."""
+
+    samples_per_gpu: int
+    workers_per_gpu: int
+    max_epochs: int | None
+    data_root: str
+    lr: float | None
+
+
+def read_config(flashocc: Path, config: str) -> ConfigDefaults:
+    """Read a FlashOCC config with mmcv's Config (its _base_ files included); needs the kit's environment."""
+    from mmcv import Config
+
+    path = flashocc / config
+    cwd = os.getcwd()
+    try:
+        os.chdir(flashocc)  # FlashOCC's configs name their _base_ files relative to the root
+        cfg = Config.fromfile(str(path))
+    except Exception as exc:  # noqa: BLE001 (a broken config is the user's to fix: say which and why)
+        raise KitError(f"cannot read the config {path}: {type(exc).__name__}: {exc}") from None
+    finally:
+        os.chdir(cwd)
+    data = cfg.get("data") or {}
+    missing = [f"data.{key}" for key in ("samples_per_gpu", "workers_per_gpu") if key not in data]
+    missing += ["data_root"] if "data_root" not in cfg else []
+    if missing:
+        raise KitError(f"{path} sets no {', '.join(missing)}: the launcher takes its defaults from the config")
+    runner = cfg.get("runner") or {}
+    optimizer = cfg.get("optimizer") or {}
+    return ConfigDefaults(samples_per_gpu=int(data["samples_per_gpu"]), workers_per_gpu=int(data["workers_per_gpu"]),
+                          max_epochs=runner.get("max_epochs"), data_root=str(cfg["data_root"]),
+                          lr=optimizer.get("lr"))
+
+
+@dataclass
+class LaunchRequest:
+    """The command line of `kit.py launch`, before defaults (None: not given)."""
+
+    mode: str
+    num_npu: int | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    max_iters: int | None = None
+    precision: str = "fp32"
+    data_root: str | None = None
+    work_dir: str | None = None
+    output_dir: str | None = None
+    resume: str | None = None
+    config: str | None = None
+    workers: int | None = None
+    log_interval: int | None = None
+    smoke: bool = False
+    cfg_options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    mode: str
+    flashocc: Path
+    config: str
+    devices: int
+    batch_size: int
+    epochs: int | None
+    max_iters: int | None
+    precision: str
+    smoke: bool
+    work_dir: Path
+    output_dir: Path
+    data_root: str  # as the infos are read: the config's unless --data-root
+    resume: str | None
+    log_interval: int
+    workers: int | None = None
+    data_root_given: bool = False
+    extra_cfg: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> bool:
+        return self.mode in ("full", "smoke")
+
+    @property
+    def case_name(self) -> str:
+        kind = "acc" if self.accuracy else "perf"
+        tag = "_fp16backbone" if self.precision == "fp16-backbone" else ""
+        smoke = "_cpusmoke" if self.smoke else ""
+        return f"{NETWORK}{smoke}_bs{self.devices * self.batch_size}_{self.devices}p_{kind}{tag}"
+
+    @property
+    def data_dir(self) -> Path:
+        root = Path(self.data_root)
+        return root if root.is_absolute() else self.flashocc / root
+
+    def cfg_options(self) -> list[str]:
+        opts = [f"data.samples_per_gpu={self.batch_size}", f"log_config.interval={self.log_interval}"]
+        if self.workers is not None:
+            opts.append(f"data.workers_per_gpu={self.workers}")
+        if self.precision == "fp16-backbone":
+            opts.append("model.img_backbone_fp16=True")
+        if self.max_iters is not None:  # bounded run: iterations, not epochs
+            opts += ["runner.type=IterBasedRunner", f"runner.max_iters={self.max_iters}", "runner.max_epochs=None",
+                     "checkpoint_config.by_epoch=False", f"checkpoint_config.interval={self.max_iters}"]
+        else:
+            opts.append(f"runner.max_epochs={self.epochs}")
+        if self.data_root_given:
+            root = self.data_root.rstrip("/") + "/"
+            for split, infos in (("train", "train"), ("val", "val"), ("test", "val")):
+                opts += [f"data.{split}.data_root={root}", f"data.{split}.ann_file={root}{info_file(infos)}"]
+        return opts + self.extra_cfg
+
+
+def locate_flashocc(workspace_flashocc: Path) -> Path:
+    """The FlashOCC root: the current directory (scripts run from there), else the workspace's."""
+    cwd = Path.cwd()
+    if (cwd / "tools" / "train.py").is_file() and (cwd / "projects").is_dir():
+        return cwd
+    if (workspace_flashocc / "tools" / "train.py").is_file():
+        print(f"note: not in a FlashOCC root; using {workspace_flashocc}", file=sys.stderr)
+        return workspace_flashocc
+    raise KitError(f"run this from the patched FlashOCC root (`cd FlashOCC`); {cwd} is not one and "
+                   f"{workspace_flashocc} does not exist. Fix: `python3 tools/kit.py setup`.")
+
+
+def build_run(request: LaunchRequest, flashocc: Path) -> Run:
+    smoke = request.mode == "smoke" or request.smoke or os.environ.get(SMOKE_ENV) == "1"
+    # the seed's interface: --epochs=N is an N-epoch performance run, no argument the accuracy run
+    mode = {"seed": "perf" if request.epochs else "full"}.get(request.mode, request.mode)
+    for name, value in (("--num-npu", request.num_npu), ("--batch-size", request.batch_size),
+                        ("--epochs", request.epochs), ("--max-iters", request.max_iters),
+                        ("--log-interval", request.log_interval)):
+        if value is not None and value < 1:
+            raise KitError(f"{name} must be at least 1, got {value}")
+    if request.workers is not None and request.workers < 0:
+        raise KitError(f"--workers must be 0 or more, got {request.workers}")
+    if mode == "perf" and request.epochs and request.max_iters:
+        raise KitError("give --epochs or --max-iters, not both")
+    if mode != "perf" and request.max_iters:
+        raise KitError(f"--max-iters is for performance runs; `{request.mode}` trains --epochs epochs")
+    config = request.config or (SMOKE_CONFIG if smoke else CONFIG)
+    if not (flashocc / config).is_file():
+        raise KitError(f"config {config} not found under {flashocc}: are the kit's patches applied? "
+                       "(`python3 tools/kit.py status`)")
+    defaults = read_config(flashocc, config)
+    if mode == "perf":
+        epochs, max_iters = request.epochs, None if request.epochs else (request.max_iters or MAX_ITERS)
+    else:
+        epochs, max_iters = request.epochs or defaults.max_epochs, None
+        if epochs is None:
+            raise KitError(f"{config} trains by iterations (no runner.max_epochs): give --epochs")
+    run = Run(mode=mode, flashocc=flashocc, config=config,
+              devices=request.num_npu or (SMOKE_DEVICES if smoke else DEVICES),
+              batch_size=request.batch_size or defaults.samples_per_gpu, epochs=epochs, max_iters=max_iters,
+              precision=request.precision, smoke=smoke, work_dir=Path(), output_dir=Path(),
+              data_root=request.data_root or defaults.data_root, data_root_given=request.data_root is not None,
+              resume=request.resume, log_interval=request.log_interval or (1 if mode == "perf" else 5 if smoke else 10),
+              workers=request.workers, extra_cfg=list(request.cfg_options))
+    run.work_dir = Path(request.work_dir or flashocc / WORK_DIRS / run.case_name).resolve()
+    run.output_dir = Path(request.output_dir or flashocc / OUTPUT_DIR / run.case_name).resolve()
+    return run
