@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import KIT_ROOT, git, make_repo
+from flashocc_kit.training.run import OUTPUT_DIR
 
 RECORDED = KIT_ROOT / "tests" / "data" / "recorded" / "cpu_2rank"
 
@@ -154,7 +155,7 @@ def test_seed_interface_epochs_is_a_performance_run(launch, flashocc_tree):
     (call,) = calls  # no evaluation
     opts = cfg_options(call["argv"])
     assert "runner.max_epochs=1" in opts and not any(o.startswith("runner.type") for o in opts)
-    out = flashocc_tree / "test" / "output" / "FlashOCC_R50_bs32_8p_perf"
+    out = flashocc_tree / OUTPUT_DIR / "FlashOCC_R50_bs32_8p_perf"
     assert (out / "FlashOCC_R50_bs32_8p_perf.log").exists()
 
 
@@ -166,15 +167,15 @@ def test_seed_interface_without_arguments_trains_24_epochs_then_evaluates(launch
     argv = test["argv"]
     assert argv[argv.index("tools/test.py") + 2].endswith("work_dirs/FlashOCC_R50_bs32_8p_acc/epoch_24_ema.pth")
     assert argv[argv.index("--eval") + 1] == "mIoU"
-    log = (flashocc_tree / "test/output/FlashOCC_R50_bs32_8p_acc/FlashOCC_R50_bs32_8p_acc.log").read_text()
+    log = (flashocc_tree / OUTPUT_DIR / "FlashOCC_R50_bs32_8p_acc/FlashOCC_R50_bs32_8p_acc.log").read_text()
     fields = dict(line.split(" = ", 1) for line in log.splitlines() if " = " in line)
     assert {"Network", "DeviceType", "RankSize", "BatchSize", "CaseName", "E2ETrainingTime", "TrainingTime",
             "ActualFPS", "ActualLoss", "mIoU"} <= set(fields)
     assert fields["RankSize"] == "8" and fields["CaseName"] == "FlashOCC_R50_bs32_8p_acc"
-    summary = json.loads((flashocc_tree / "test/output/FlashOCC_R50_bs32_8p_acc/"
+    summary = json.loads((flashocc_tree / OUTPUT_DIR / "FlashOCC_R50_bs32_8p_acc/"
                           "FlashOCC_R50_bs32_8p_acc_summary.json").read_text())
     assert summary["environment"]["device"] == "cpu" and summary["environment"]["device_count"] == 8
-    assert (flashocc_tree / "test/output/FlashOCC_R50_bs32_8p_acc/FlashOCC_R50_bs32_8p_acc_curves.png").stat().st_size
+    assert (flashocc_tree / OUTPUT_DIR / "FlashOCC_R50_bs32_8p_acc/FlashOCC_R50_bs32_8p_acc_curves.png").stat().st_size
 
 
 def test_fp16_scripts_switch_the_backbone_to_half_precision(launch):
@@ -192,7 +193,7 @@ def test_a_failed_run_exits_non_zero_with_its_cause_and_the_log_tail(launch, fla
     assert proc.returncode == code
     assert "rank 1 failed (killed by signal 9)" in proc.stderr
     assert "last lines of" in proc.stderr and "stand-in failure on purpose" in proc.stderr
-    out = flashocc_tree / "test/output/FlashOCC_R50_bs32_8p_acc"
+    out = flashocc_tree / OUTPUT_DIR / "FlashOCC_R50_bs32_8p_acc"
     assert not (out / "FlashOCC_R50_bs32_8p_acc.log").exists()  # no summary of a failed run
     after = git(flashocc_tree, "status", "--porcelain", "--ignored")
     assert [line for line in after.splitlines() if "work_dirs" not in line] == \

@@ -81,9 +81,12 @@ def test_trained_smoke_model_clears_the_floor(trained):
 
 
 def test_broken_camera_geometry_stays_below_the_floor(flashocc_root, trained, tmp_path):
-    data = flashocc_root / "data" / "nuscenes-synthetic"
+    from flashocc_kit.occ3d import info_file
+    from flashocc_kit.training.run import SMOKE_CONFIG, read_config
+
+    data = flashocc_root / read_config(flashocc_root, SMOKE_CONFIG).data_root
     for split in ("train", "val"):
-        shuffle_extrinsics(data / f"bevdetv2-nuscenes_infos_{split}.pkl", tmp_path / f"{split}.pkl")
+        shuffle_extrinsics(data / info_file(split), tmp_path / f"{split}.pkl")
     proc, summary = smoke_run(flashocc_root, tmp_path, "--cfg-options",
                               f"data.train.ann_file={tmp_path / 'train.pkl'}",
                               f"data.val.ann_file={tmp_path / 'val.pkl'}",

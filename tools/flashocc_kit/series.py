@@ -113,6 +113,23 @@ def read_queue(project: Project) -> list[QueuedPatch]:
     return queue
 
 
+def add_patch(project: Project, name: str, description: str, origin: str = "vendor",
+              forwarded: str = "no") -> QueuedPatch:
+    """Append a new, still empty patch to the queue: `kit.py export --into NAME` fills it from a checkout."""
+    if not name or "/" in name or name.startswith(".") or name.endswith(".patch"):
+        raise KitError(f"patch name {name!r}: give a short file-name stem, e.g. test-metrics-json")
+    names = series_names(project)
+    path = project.queue_dir / f"{name}.patch"
+    if path.name in names or path.exists():
+        raise KitError(f"{path} exists already")
+    if not description.strip():
+        raise KitError("--description: say what the change is and why (its first line is its summary)")
+    patch = QueuedPatch(name, path, {"Description": description.strip(), "Origin": origin, "Forwarded": forwarded})
+    path.write_text(patch.text(), encoding="utf-8")
+    (project.queue_dir / SERIES_FILE).write_text("\n".join([*names, path.name]) + "\n")
+    return patch
+
+
 def port_files(project: Project) -> list[str]:
     """The files the kit wrote for this project, relative to the upstream root, sorted."""
     root = project.port_dir

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import KitError
+from ..occ3d import info_file
 from ..pins import cache_dir
 
 SAMPLES_PER_SCENE = 2
@@ -34,8 +35,8 @@ def synthetic_set(width: int, height: int, train_samples: int, seed: int = 0) ->
 def data_root(args_data: str | None, width: int, height: int, train_samples: int) -> Path:
     if args_data:
         root = Path(args_data).expanduser().resolve()
-        if not (root / "bevdetv2-nuscenes_infos_train.pkl").is_file():
-            raise KitError(f"--data {root}: no bevdetv2-nuscenes_infos_train.pkl there. Fix: point --data at a "
+        if not (root / info_file("train")).is_file():
+            raise KitError(f"--data {root}: no {info_file('train')} there. Fix: point --data at a "
                            "FlashOCC data root, or leave it out for the synthetic set")
         return root
     return synthetic_set(width, height, train_samples)

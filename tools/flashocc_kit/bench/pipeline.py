@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import KitError
+from ..occ3d import info_file
 from ..pins import load_projects
 from . import common, upstream
 
@@ -103,7 +104,7 @@ def train_dataset(flashocc: Path, config: str, root: Path):
     while train.get("type") in ("CBGSDataset", "RepeatDataset", "ClassBalancedDataset"):
         train = train.dataset
     prefix = str(root).rstrip("/") + "/"
-    train.data_root, train.ann_file = prefix, prefix + "bevdetv2-nuscenes_infos_train.pkl"
+    train.data_root, train.ann_file = prefix, prefix + info_file("train")
     return cfg, build_dataset(train)
 
 

@@ -15,11 +15,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("projects", nargs="*", help="default: all four")
     p.add_argument("--check", action="store_true", help="only check the queues (fields, series, port files)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--add", metavar="NAME", help="append a new, empty patch to one project's queue "
+                                                "(then edit the checkout and `kit.py export --into NAME`)")
+    p.add_argument("--description", help="with --add: what the change is and why; first line = summary")
+    p.add_argument("--origin", default="vendor", help="with --add: DEP-3 Origin (default vendor: the kit's own)")
+    p.add_argument("--forwarded", default="no", help="with --add: DEP-3 Forwarded (default no)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     ws = Workspace.at(args.workspace)
+    if args.add:
+        if len(args.projects) != 1:
+            raise KitError("--add: name the one project whose queue gets the patch")
+        patch = series.add_patch(ws.select(args.projects)[0], args.add, args.description or "", args.origin,
+                                 args.forwarded)
+        print(f"added {patch.path}; edit the checkout, then `python3 tools/kit.py export {args.projects[0]} "
+              f"--into {patch.name}`")
+        return 0
     problems, listing = [], []
     for project in ws.select(args.projects):
         problems += series.check_queue(project)

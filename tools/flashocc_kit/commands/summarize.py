@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters-per-epoch", type=int, help="when no text log shows it")
     p.add_argument("--environment", help="JSON file recorded as the summary's environment block")
     p.add_argument("--no-plot", action="store_true", help="skip the curves PNG")
+    p.add_argument("--metrics", help="the <results>.metrics.json tools/test.py wrote (default: none; the mIoU is "
+                                     "then read from the console logs)")
     p.set_defaults(func=run)
 
 
@@ -84,6 +86,6 @@ def run(args: argparse.Namespace) -> int:
     options = SummaryOptions(warmup=warmup, min_records=args.min_records, loss_window=args.loss_window)
     summary = summarize_run(Path(args.work_dir), [Path(p) for p in args.console_log], out, case, e2e_seconds=e2e,
                             options=options, environment=environment, iters_per_epoch=args.iters_per_epoch,
-                            plot_curves=not args.no_plot)
+                            plot_curves=not args.no_plot, metrics_file=Path(args.metrics) if args.metrics else None)
     print(summary.describe())
     return 0

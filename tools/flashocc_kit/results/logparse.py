@@ -467,13 +467,32 @@ def _from_val_line(obj: dict) -> tuple[float, dict[str, float | None]] | None:
     return round(miou * 100, 2), per_class
 
 
-def parse_eval(console_logs: Sequence[Path] = (), json_log: Path | None = None) -> EvalResult | None:
-    """The last complete evaluation of the console logs (in the order given), else of the JSON val lines.
+def read_metrics_file(path: Path) -> EvalResult:
+    """The metrics JSON the patched tools/test.py writes next to its --out (<stem>.metrics.json)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KitError(f"metrics file {path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict) or "miou" not in data:
+        metric = data.get("metric") if isinstance(data, dict) else "?"
+        raise KitError(f"metrics file {path} holds no mIoU (its metric: {metric})")
+    per_class = data.get("per_class_iou") or {}
+    return EvalResult(miou=data["miou"], per_class={n: per_class.get(n) for n in SCORED_CLASSES if n in per_class},
+                      source=f"metrics file {path}", samples=data.get("samples"))
 
-    None when neither has one. Both sources present: the console's wins, and a disagreement is noted.
+
+def parse_eval(console_logs: Sequence[Path] = (), json_log: Path | None = None,
+               metrics_file: Path | None = None) -> EvalResult | None:
+    """The evaluation of a run: the metrics file tools/test.py wrote if there is one; else the last complete
+    evaluation printed in the console logs (in the order given), else that of the JSON val lines.
+
+    None when none has one. Console and JSON log both present: the console's wins, and a disagreement is noted.
     """
     notes: list[str] = []
     console: EvalResult | None = None
+    if metrics_file is not None and metrics_file.is_file():
+        console = read_metrics_file(metrics_file)
+        console_logs = ()  # the printed text is for people; the file is what the evaluation computed
     for path in console_logs:
         if not path.is_file():
             continue

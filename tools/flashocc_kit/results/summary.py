@@ -283,7 +283,7 @@ def write_summary(summary: Summary, output_dir: Path, *, plot_curves: bool = Tru
 def summarize_run(work_dir: Path, console_logs: Path | Sequence[Path] | None, output_dir: Path, case: CaseInfo, *,
                   e2e_seconds: float | None = None, options: SummaryOptions = SummaryOptions(),
                   environment: Mapping[str, Any] | None = None, iters_per_epoch: int | None = None,
-                  plot_curves: bool = True) -> Summary:
+                  plot_curves: bool = True, metrics_file: Path | None = None) -> Summary:
     """Parse a finished run and write its ModelZoo log, JSON summary and curves into output_dir.
 
     work_dir: the training's --work-dir (mmcv's <timestamp>.log.json and .log; the newest run's are read).
@@ -301,7 +301,7 @@ def summarize_run(work_dir: Path, console_logs: Path | Sequence[Path] | None, ou
     console_logs = [Path(p) for p in console_logs]
     logs = logparse.find_logs(Path(work_dir))
     train = logparse.parse_train(logs, console_logs, iters_per_epoch)
-    evaluation = logparse.parse_eval(console_logs, logs.json_log)
+    evaluation = logparse.parse_eval(console_logs, logs.json_log, metrics_file)
     e2e_source = "launcher"
     if e2e_seconds is None:
         e2e_seconds = logparse.text_log_span(logs.text_log)

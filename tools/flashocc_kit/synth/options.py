@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict, dataclass
 
 from ..errors import KitError
+from ..occ3d import info_file
 
 NUSCENES_SIZE = (1600, 900)
 ASPECT = 16 / 9
@@ -104,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", default=f"{defaults.width}x{defaults.height}", metavar="WxH",
                         help="camera image size, 16:9 (default: nuScenes' 1600x900; 704x396 for a smoke run)")
     parser.add_argument("--train-scenes", type=int, default=defaults.train_scenes, metavar="N",
-                        help=f"scenes in bevdetv2-nuscenes_infos_train.pkl (default: {defaults.train_scenes})")
+                        help=f"scenes in {info_file('train')} (default: {defaults.train_scenes})")
     parser.add_argument("--val-scenes", type=int, default=defaults.val_scenes, metavar="N",
                         help=f"scenes in ..._val.pkl (default: {defaults.val_scenes})")
     parser.add_argument("--samples-per-scene", type=int, default=defaults.samples_per_scene, metavar="N",

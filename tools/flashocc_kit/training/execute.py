@@ -13,6 +13,8 @@ from .commands import rank_environment, test_command, train_command
 from .run import MODES, NETWORK, SMOKE_DATA, Run
 from .stream import report_failure, stream
 
+RESULTS = "results.pkl"  # tools/test.py --out, in the work dir; the metrics land beside it (.metrics.json)
+
 
 def ensure_smoke_data(run: Run) -> None:
     """Generate the smoke run's synthetic set the first time; reuse it afterwards."""
@@ -98,7 +100,7 @@ def execute(run: Run) -> int:
         eval_log = run.output_dir / "eval_console.log"
         if eval_log.exists():
             eval_log.unlink()
-        results = run.work_dir / "results.pkl"
+        results = run.work_dir / RESULTS
         code = stream(test_command(run, final_checkpoint(run), results), run.flashocc, env, eval_log)
         if code != 0:
             return report_failure("evaluation", code, eval_log, run.work_dir)
@@ -112,12 +114,14 @@ def summarize(run: Run, logs: list[Path], e2e: float) -> int:
     environment = environment_report(run)
     case = CaseInfo(case_name=run.case_name, device=environment["device"], rank_size=run.devices,
                     batch_size=run.batch_size, precision=run.precision, network=NETWORK, accuracy=run.accuracy)
-    summary = summarize_run(run.work_dir, logs, run.output_dir, case, e2e_seconds=e2e, environment=environment)
+    metrics = run.work_dir / RESULTS.replace(".pkl", ".metrics.json") if run.accuracy else None
+    summary = summarize_run(run.work_dir, logs, run.output_dir, case, e2e_seconds=e2e, environment=environment,
+                            metrics_file=metrics)
     print(summary.describe())
     if run.smoke and run.accuracy:
         from ..visualize import render_run
 
-        for picture in render_run(run.flashocc, run.work_dir / "results.pkl", run.data_dir, run.output_dir):
+        for picture in render_run(run.flashocc, run.work_dir / RESULTS, run.data_dir, run.output_dir):
             print(f"picture: {picture}")
     print(f"outputs in {run.output_dir}")
     return 0
