@@ -140,7 +140,9 @@ class WheelSources:
         with zipfile.ZipFile(wheel) as archive:
             for name in archive.namelist():
                 if name.endswith(".py") and ".dist-info/" not in name and "/packages/" not in name:
-                    module = name[:-3].replace("/", ".").removesuffix(".__init__")
+                    module = name[:-3].replace("/", ".")
+                    if module.endswith(".__init__"):
+                        module = module[: -len(".__init__")]
                     try:
                         sources.modules[module] = ast.parse(archive.read(name))
                     except SyntaxError:
@@ -159,7 +161,7 @@ class WheelSources:
         if tree is None or depth > 10:
             return module, None
         for node in tree.body:
-            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
                 return module, node
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
                 if isinstance(node.value, ast.Name):

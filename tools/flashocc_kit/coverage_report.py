@@ -55,7 +55,8 @@ def jit_compiled_lines(source: str) -> set[int]:
     """Body lines of functions decorated with a numba jit (their `def` line does run in Python)."""
     lines: set[int] = set()
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.FunctionDef) and any("jit" in ast.unparse(d) for d in node.decorator_list):
+        decorators = [ast.get_source_segment(source, d) or "" for d in getattr(node, "decorator_list", [])]
+        if isinstance(node, ast.FunctionDef) and any("jit" in d for d in decorators):
             lines.update(range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1))
     return lines
 

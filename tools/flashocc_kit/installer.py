@@ -250,7 +250,7 @@ class Setup:
         t = self.runner.begin(f"{module} editable from {self.ws.projects[project].path}")
         src = self.ws.dir(project)
         origin = editable_location(self.python, module)
-        if origin and Path(origin).resolve().is_relative_to(src.resolve()):
+        if origin and src.resolve() in Path(origin).resolve().parents:
             self.runner.done(t, "already installed from the patched checkout")
             return
         self.runner.run(f"{module}-install", [str(self.python), "-m", "pip", "install", "--no-deps",

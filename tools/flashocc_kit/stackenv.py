@@ -67,7 +67,10 @@ def ensure_stack(workspace: Path, modules: Sequence[str], command: str, required
         return
     venv = venv_dir(workspace)
     python = venv_python(venv)
-    if reexeced or not python.exists() or running_in(venv):
+    # Only the kit's CLI process re-executes itself: a caller that imported the kit (a test, a tool) keeps its
+    # process and gets the message instead.
+    is_cli = Path(sys.argv[0]).resolve() == (TOOLS_DIR / "kit.py").resolve()
+    if reexeced or not python.exists() or running_in(venv) or not is_cli:
         if not required:
             return
         raise KitError(f"`{command}` needs {', '.join(missing)}, which {sys.executable} does not have. "

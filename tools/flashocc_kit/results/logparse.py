@@ -22,7 +22,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from itertools import pairwise
 from pathlib import Path
 
 from ..errors import KitError
@@ -382,8 +381,9 @@ def parse_train(logs: RunLogs, console_logs: Sequence[Path] = (), iters_per_epoc
 
 def _iters_look_global(records: list[TrainRecord]) -> bool:
     """An IterBasedRunner logs global iterations that keep rising across epochs; an epoch-based one restarts."""
-    epochs_change = any(b.epoch != a.epoch for a, b in pairwise(records))
-    return epochs_change and all(b.iter > a.iter for a, b in pairwise(records))
+    pairs = list(zip(records, records[1:]))
+    epochs_change = any(b.epoch != a.epoch for a, b in pairs)
+    return epochs_change and all(b.iter > a.iter for a, b in pairs)
 
 
 def text_log_span(path: Path | None) -> float | None:
@@ -463,7 +463,7 @@ def _from_val_line(obj: dict) -> tuple[float, dict[str, float | None]] | None:
     miou = _nanmean(fractions)
     if miou is None:
         return None
-    per_class = {n: None if v is None else round(v * 100, 2) for n, v in zip(SCORED_CLASSES, fractions, strict=True)}
+    per_class = {n: None if v is None else round(v * 100, 2) for n, v in zip(SCORED_CLASSES, fractions)}
     return round(miou * 100, 2), per_class
 
 
