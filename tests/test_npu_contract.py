@@ -8,10 +8,11 @@ from __future__ import annotations
 import pytest
 
 from flashocc_kit import contract
-from flashocc_kit.pins import load_npu_contract, load_projects
+from flashocc_kit.pins import load_projects
 from flashocc_kit.pypi import download_wheel
+from flashocc_kit.stacks import npu_contract
 
-REQUIREMENTS = load_npu_contract()
+REQUIREMENTS = npu_contract()
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,10 @@ def test_train_pipeline_gives_upstreams_model_inputs(pipelines):
 @pytest.mark.parametrize("name, views", [("depth", 6), ("stereo", 18)])
 def test_depth_supervised_pipelines_give_upstreams_gt_depth(pipelines, name, views):
     infos, upstream_steps, patched_steps = pipelines[name]
+    depth_steps = [s for s in patched_steps if type(s).__name__ == "PointToMultiViewDepth"]
+    assert depth_steps
+    for step in depth_steps:
+        step.fast = True  # the fast path itself against upstream, whatever this platform's self-check said
     for info in infos:
         for seed in SEEDS:
             ours, theirs = run(patched_steps, info, seed), run(upstream_steps, info, seed)
@@ -210,15 +214,35 @@ def test_nearest_depth_with_float32_ties_matches_upstream(flashocc_root):
     assert 10 < ambiguous < 60, "the cases should exercise both the sort-free and the argsort path"
 
 
-def test_self_checks_pass_here(flashocc_root):
-    """The fast paths verify themselves once per process and fall back if a platform computes
-    differently; on this machine they must not have to."""
-    require_pipeline_port()
-    from projects.mmdet3d_plugin.datasets.pipelines import fast_depth, fast_image
+def test_depth_maps_of_projected_points_are_upstreams(flashocc_root):
+    """fast_depth.depth_maps against upstream's pristine points2depthmap on projected points: out of the image,
+    on half pixels (round half to even), at the depth range's edges, on shared pixels."""
+    from flashocc_kit.bench import upstream
+    from flashocc_kit.errors import KitError
+    from flashocc_kit.pins import default_sources_dir
 
-    assert fast_image._resize_verified()
-    assert fast_image._rotate_verified()
-    assert fast_depth.verified()
+    require_pipeline_port()
+    from projects.mmdet3d_plugin.datasets.pipelines import fast_depth
+
+    try:
+        loading = upstream.pipeline_modules(flashocc_root, default_sources_dir())[0]
+    except KitError as exc:
+        pytest.skip(f"upstream's pristine pipeline is not available: {exc}")
+    g = torch.Generator().manual_seed(1)
+    for downsample, (height, width) in ((1, (256, 704)), (16, (256, 704))):
+        reference = loading.PointToMultiViewDepth(grid_config={"depth": [1.0, 45.0, 0.5]}, downsample=downsample)
+        n = 30000
+        u = (torch.rand(n, generator=g) * 760 - 30).div(0.25 * downsample).round().mul(0.25 * downsample)
+        v = (torch.rand(n, generator=g) * 300 - 20).div(0.25 * downsample).round().mul(0.25 * downsample)
+        d = torch.rand(n, generator=g) * 47
+        d[::4] = (d[::4] * 2).round() / 2  # 1.0 and 45.0 exactly among them
+        points = torch.stack([u, v, d], 1).view(3, n // 3, 3)
+        got = fast_depth.depth_maps(points.numpy(), downsample, height // downsample, width // downsample,
+                                    (1.0, 45.0))
+        for c in range(3):
+            expected = reference.points2depthmap(points[c], height, width)
+            assert torch.equal(got[c], expected), f"camera {c}, downsample {downsample}"
+            assert int((expected > 0).sum()) > 100
 
 
 def test_a_platform_that_computes_differently_gets_the_reference_path_and_a_warning(flashocc_root, monkeypatch):
@@ -226,8 +250,8 @@ def test_a_platform_that_computes_differently_gets_the_reference_path_and_a_warn
     require_pipeline_port()
     from PIL import Image
 
-    from projects.mmdet3d_plugin.datasets.pipelines import fast_depth, fast_image
-    from projects.mmdet3d_plugin.datasets.pipelines.loading import MMLAB_MEAN, MMLAB_STD
+    from projects.mmdet3d_plugin.datasets.pipelines import fast_depth, fast_image, loading
+    from projects.mmdet3d_plugin.datasets.pipelines.loading import MMLAB_MEAN, MMLAB_STD, PointToMultiViewDepth
 
     def broken(*args):
         """A kernel computing something else (zeros), as on a platform with other rounding."""
@@ -243,8 +267,8 @@ def test_a_platform_that_computes_differently_gets_the_reference_path_and_a_warn
     monkeypatch.setattr(fast_image, "_flip_rotate", broken)
     monkeypatch.setattr(fast_image, "_lut_chw", broken)
     monkeypatch.setattr(fast_image, "_lut_checked", {})
-    monkeypatch.setattr(fast_depth, "project_and_keep", lambda *a: [np.zeros((0, 3), np.float32)] * 6)
-    monkeypatch.setattr(fast_depth, "_verified", None)
+    monkeypatch.setattr(fast_depth, "depth_maps", lambda *a: torch.zeros((2, 256, 704)))
+    loading._depth_fast_path_agrees.cache_clear()
     fast_image._resize_verified.cache_clear()
     fast_image._rotate_verified.cache_clear()
     try:
@@ -257,8 +281,10 @@ def test_a_platform_that_computes_differently_gets_the_reference_path_and_a_warn
         with pytest.warns(UserWarning, match="differs from imnormalize"):
             got = fast_image.normalize_stack(imgs, MMLAB_MEAN, MMLAB_STD)
         assert torch.equal(got[0], fast_image._reference_normalize(imgs[0], MMLAB_MEAN, MMLAB_STD))
-        with pytest.warns(UserWarning, match="uses upstream code"):
-            assert fast_depth.verified() is False
+        with pytest.warns(UserWarning, match="uses upstream's code") as warned:
+            steps = [PointToMultiViewDepth(grid_config={"depth": [1.0, 45.0, 0.5]}) for _ in range(3)]
+        assert [s.fast for s in steps] == [False] * 3 and len(warned) == 1  # checked and said once per process
     finally:  # the next test in this process must see the real kernels verified again
+        loading._depth_fast_path_agrees.cache_clear()
         fast_image._resize_verified.cache_clear()
         fast_image._rotate_verified.cache_clear()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .ascend import cann_home
-from .stackenv import run_probe, venv_python
+from .stackenv import STATE_FILE, run_probe, venv_python
 from .workspace import Workspace
 
 SETUP_FIX = "python3 tools/kit.py setup"
@@ -48,6 +49,9 @@ def run_checks(ws: Workspace, venv: Path) -> list[Check]:
     if not python.exists():
         checks.append(Check("environment", False, f"no virtual environment at {venv}", SETUP_FIX))
         return checks
+    state = venv / STATE_FILE
+    cell = json.loads(state.read_text()).get("cell", "?") if state.is_file() else "? (no setup record)"
+    checks.append(Check("environment", True, f"{Path(venv).resolve()} (cell {cell})"))
     info = run_probe(python, "health", str(ws.flashocc), cwd=ws.flashocc if ws.flashocc.is_dir() else None)
     if "error" in info:
         checks.append(Check("environment", False, str(info["error"])[-300:], SETUP_FIX))
@@ -65,9 +69,9 @@ def run_checks(ws: Workspace, venv: Path) -> list[Check]:
     ascend = cann_home() is not None
     checks.append(Check("CANN", True, str(cann_home()) if ascend else "not found (not an Ascend host)",
                         required=False))
-    for module, fix in (("torch_npu", "install the torch_npu matching your torch and CANN (Ascend's PyTorch adapter)"),
-                        ("mx_driving", "install DrivingSDK: `pip install mx-driving` (torch 2.6-2.8) or build it "
-                                       "from https://gitee.com/ascend/DrivingSDK")):
+    for module, fix in (("torch_npu", "python3 tools/kit.py setup (installs the stack's torch-npu from PyPI)"),
+                        ("mx_driving", "python3 tools/kit.py setup (installs the stack's mx-driving from PyPI), "
+                                       "or setup --drivingsdk DIR to build it from a DrivingSDK checkout")):
         found = not _is_error(info[module])
         detail = str(info[module]) if found or ascend else "not installed (needed on Ascend hosts only)"
         checks.append(Check(module, found, detail, fix if ascend else "", required=ascend))

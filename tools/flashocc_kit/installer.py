@@ -1,8 +1,11 @@
-"""`kit.py setup`: the seed README's steps 1-5, end to end, into a virtual environment.
+"""`kit.py setup`: the seed README's steps 1-5, end to end, into a virtual environment for one cell.
 
-Every step is idempotent and remembers what it did (in <venv>/flashocc-kit-state.json), so a
-second run only verifies. The mmcv wheel, the slow part, is cached in the kit cache keyed by the
-content of the patched mmcv source, the torch version, the Python and the machine.
+The cell is the interpreter setup runs under (its Python and machine) and a stack: the one of the
+torch that interpreter already has (Ascend images ship torch with torch_npu, which is kept), else
+--stack, else the default. Each cell gets its own environment, <workspace>/.venvs/<cell>, and
+<workspace>/.venv links the one set up last. Every step is idempotent and remembers what it did (in
+<venv>/flashocc-kit-state.json), so a second run only verifies. The mmcv wheel, the slow part, is
+cached in the kit cache keyed by the patched mmcv source, the torch, the Python and the machine.
 """
 
 from __future__ import annotations
@@ -17,54 +20,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gitutil, sources
+from . import drivingsdk, gitutil, sources
 from .ascend import cann_home
 from .errors import KitError
-from .pins import KIT_ROOT, cache_dir
-from .stackenv import run_probe, venv_python
+from .pins import cache_dir
+from .stackenv import STATE_FILE, run_probe, venv_dir, venv_python
+from .stacks import Cell, LockLine, Stack, choose_stack, read_lock, record
 from .workspace import Workspace
 
-REQUIREMENTS = KIT_ROOT / "requirements.txt"
-# Lines of requirements.txt that belong to the torch build; skipped when the user keeps a torch.
-TORCH_FAMILY = ("torch", "torchvision", "triton", "nvidia-")
-# DrivingSDK publishes mx-driving wheels on PyPI for these torch releases only.
-MX_DRIVING_TORCH = ((2, 6), (2, 7), (2, 8))
-DRIVING_SDK_SOURCE = "https://gitee.com/ascend/DrivingSDK"
-STATE_FILE = "flashocc-kit-state.json"
+VENVS_DIR = ".venvs"  # <workspace>/.venvs/<cell>: one environment per cell; .venv links the one in use
 
 
 def build_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def requirement_name(line: str) -> str:
-    for sep in ("==", ">=", "<=", "<", ">", "~=", "!=", ";", "[", " "):
-        line = line.split(sep)[0]
-    return line.strip().lower()
-
-
-def marker_applies(line: str) -> bool:
-    """Evaluate the only marker requirements.txt uses: platform_machine == "..."."""
-    if ";" not in line:
-        return True
-    marker = line.split(";", 1)[1].strip()
-    key, _, value = marker.partition("==")
-    if key.strip() != "platform_machine" or not value:
-        raise KitError(f"requirements.txt: unsupported marker {marker!r} (only platform_machine == ...)")
-    return platform.machine() == value.strip().strip("\"'")
-
-
-def stack_requirements(keep_torch: bool) -> list[str]:
-    """The pinned lines of requirements.txt for this machine, minus the torch family when torch is kept."""
-    lines = []
-    for raw in REQUIREMENTS.read_text().splitlines():
-        line = raw.split("#")[0].strip()
-        if not line or not marker_applies(line):
-            continue
-        if keep_torch and requirement_name(line).startswith(TORCH_FAMILY):
-            continue
-        lines.append(line.split(";")[0].strip())
-    return lines
 
 
 @dataclass
@@ -105,22 +73,25 @@ def installed_versions(python: Path, names: list[str]) -> dict[str, str | None]:
     return run_probe(python, "versions", *names)
 
 
+def applicable_pins(python: Path, lines: list[LockLine]) -> list[str]:
+    """`name==version` of the lock lines whose markers hold in that interpreter."""
+    found = run_probe(python, "applicable", *[f"{line.name}=={line.version}"
+                                              + (f" ; {line.marker}" if line.marker else "") for line in lines])
+    if isinstance(found, dict):
+        raise KitError(f"cannot evaluate the lock's markers in {python}: {found['error']}")
+    return found
+
+
 def unsatisfied(python: Path, pins: list[str]) -> list[str]:
     """Pinned `name==version` lines not installed at exactly that version."""
-    exact = {}
-    for line in pins:
-        spec = line.split(";")[0].strip()
-        if "==" in spec:
-            name, version = spec.split("==", 1)
-            exact[name.strip()] = version.strip()
+    exact = dict(line.split("==", 1) for line in pins)
     have = installed_versions(python, list(exact))
     return [f"{n}=={v} (have {have.get(n)})" for n, v in exact.items() if have.get(n) != v]
 
 
-def mmcv_cache_key(mmcv_dir: Path, torch_version: str, force_npu: bool) -> str:
+def mmcv_cache_key(mmcv_dir: Path, torch_version: str, python: str, force_npu: bool) -> str:
     """What the built mmcv depends on: its patched source, torch, Python, machine, NPU build."""
-    parts = [gitutil.content_tree_id(mmcv_dir), torch_version, platform.python_version(),
-             platform.machine(), f"npu={force_npu}"]
+    parts = [gitutil.content_tree_id(mmcv_dir), torch_version, python, platform.machine(), f"npu={force_npu}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
@@ -131,22 +102,44 @@ def editable_location(python: Path, module: str) -> str | None:
 @dataclass
 class SetupOptions:
     workspace: Path
-    venv: Path
+    venv: Path | None  # None: <workspace>/.venvs/<cell>, linked as <workspace>/.venv
     from_dir: Path | None
     base_python: Path
     torch_mode: str  # auto | keep | install
+    stack: str | None = None  # --stack; None: the kept torch's, else the default
+    drivingsdk: Path | None = None  # a DrivingSDK checkout to build mx_driving from, instead of PyPI
 
 
-def decide_keep_torch(opts: SetupOptions) -> tuple[bool, str]:
-    base = run_probe(opts.base_python, "torch_info")
-    has_torch = bool(base.get("torch"))
+@dataclass
+class Plan:
+    """What one setup installs: the cell, whether the base interpreter's torch is kept, where the venv goes."""
+
+    cell: Cell
+    keep_torch: bool
+    venv: Path
+    base: dict
+
+    def describe(self) -> str:
+        torch = (f"keeping torch {self.base['torch']} of {self.base['executable']}"
+                 + (" (with torch_npu)" if self.base.get("torch_npu") else "") if self.keep_torch
+                 else f"torch {self.cell.stack.torch} from {self.cell.stack.lock}")
+        return f"cell {self.cell.id}: {torch}"
+
+
+def plan(opts: SetupOptions) -> Plan:
+    """Decide the cell for the interpreter setup runs under, refusing what cannot work before anything is done."""
+    base = run_probe(opts.base_python, "interpreter")
+    if "error" in base:
+        raise KitError(f"cannot run {opts.base_python}: {base['error']}")
+    has_torch = base.get("torch") is not None
     if opts.torch_mode == "keep" and not has_torch:
         raise KitError(f"--torch keep: {opts.base_python} has no torch to keep. "
-                       "Fix: use --torch install, or --python pointing at the interpreter with torch.")
+                       "Fix: use --torch install, or run setup with the interpreter that has torch.")
     keep = has_torch if opts.torch_mode == "auto" else opts.torch_mode == "keep"
-    why = (f"keeping torch {base['torch']} of {opts.base_python}" + (" (with torch_npu)" if base.get("npu") else "")
-           if keep else "installing torch from requirements.txt")
-    return keep, why
+    stack = choose_stack(base["python"], opts.stack, base["torch"] if keep else None, base["machine"])
+    cell = Cell(stack, base["python"], base["machine"])
+    venv = opts.venv or Path(opts.workspace) / VENVS_DIR / cell.id
+    return Plan(cell, keep, venv, base)
 
 
 class Setup:
@@ -156,9 +149,15 @@ class Setup:
         self.opts = opts
         self.ws = Workspace.at(opts.workspace)
         self.runner = Runner(self.ws.kit_state / "logs", total=total_steps)
-        self.python = venv_python(opts.venv)
-        self.state_path = opts.venv / STATE_FILE
+        self.plan = plan(opts)
+        self.venv_dir = self.plan.venv
+        self.python = venv_python(self.venv_dir)
+        self.state_path = self.venv_dir / STATE_FILE
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+
+    @property
+    def stack(self) -> Stack:
+        return self.plan.cell.stack
 
     def save(self) -> None:
         self.state_path.write_text(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
@@ -175,19 +174,44 @@ class Setup:
         self.runner.done(t, "patches applied")
 
     def venv(self) -> None:
-        t = self.runner.begin(f"virtual environment {self.opts.venv}")
+        t = self.runner.begin(f"virtual environment for {self.plan.describe()}")
         if self.python.exists():
-            kept = self.state.get("keep_torch", False)
-            self.runner.done(t, f"reused ({'torch kept from the base interpreter' if kept else 'own torch'})")
-            return
-        keep_torch, why = decide_keep_torch(self.opts)
-        cmd = [str(self.opts.base_python), "-m", "venv", str(self.opts.venv)]
-        if keep_torch:
-            cmd.insert(3, "--system-site-packages")
-        self.runner.run("venv", cmd)
-        self.state = {"keep_torch": keep_torch}
-        self.save()
-        self.runner.done(t, why)
+            if self.state.get("cell") != self.plan.cell.id or self.state.get("keep_torch") != self.plan.keep_torch:
+                raise KitError(f"{self.venv_dir} was set up for {self.state.get('cell', 'an earlier kit')}"
+                               f"{' keeping the base torch' if self.state.get('keep_torch') else ''}, not for "
+                               f"{self.plan.describe()}. Fix: move it away (`mv {self.venv_dir} "
+                               f"{self.venv_dir}.old`) and run setup again.")
+            how = "reused"
+        else:
+            cmd = [str(self.opts.base_python), "-m", "venv", str(self.venv_dir)]
+            if self.plan.keep_torch:
+                cmd.insert(3, "--system-site-packages")
+            self.runner.run("venv", cmd)
+            self.state = {"cell": self.plan.cell.id, "keep_torch": self.plan.keep_torch}
+            self.save()
+            how = "created"
+        if self.opts.venv is None:
+            how += f", linked as {self.link_default_venv()}"
+        self.runner.done(t, f"{self.venv_dir}: {how}")
+
+    def link_default_venv(self) -> Path:
+        """<workspace>/.venv names the environment in use: the one just set up."""
+        link = venv_dir(self.ws.root)
+        if link.is_symlink():
+            link.unlink()
+        elif link.exists():
+            raise KitError(f"{link} is a directory an earlier kit created, not a link to a cell's environment. "
+                           f"Fix: move it away (`mv {link} {link}.old`) and run setup again.")
+        link.symlink_to(os.path.relpath(self.venv_dir, link.parent))
+        return link
+
+    def lock_lines(self) -> list[LockLine]:
+        """The lock for this cell: the whole stack's, or only the shared part when the base torch is kept."""
+        lines = read_lock(self.stack.lock_file)
+        if self.plan.keep_torch:
+            own = {(line.name, line.version) for line in self.stack.own_lock_lines}
+            lines = [line for line in lines if (line.name, line.version) not in own]
+        return lines
 
     def pinned(self, title: str, pins: list[str], name: str) -> None:
         """pip install --no-deps the pins that are not installed at their version."""
@@ -196,29 +220,33 @@ class Setup:
         if not missing:
             self.runner.done(t, f"all {len(pins)} pins already satisfied")
             return
-        req = self.ws.kit_state / f"{name}-selected.txt"
+        req = self.ws.kit_state / f"{name}-{self.plan.cell.id}.txt"
         req.parent.mkdir(parents=True, exist_ok=True)
         req.write_text("\n".join(pins) + "\n")
         self.runner.run(name, [str(self.python), "-m", "pip", "install", "--no-deps", "-r", str(req)])
-        missing = unsatisfied(self.python, pins)
-        if missing:
-            raise KitError("after pip install these pins are still not satisfied:\n  " + "\n  ".join(missing))
-        self.runner.done(t, f"installed {len(pins)} pinned packages")
+        still = unsatisfied(self.python, pins)
+        if still:
+            raise KitError("after pip install these pins are still not satisfied:\n  " + "\n  ".join(still))
+        self.runner.done(t, f"installed {len(missing)} of {len(pins)} pinned packages")
 
-    def stack(self) -> None:
-        self.pinned("Python stack from requirements.txt", stack_requirements(self.state.get("keep_torch", False)),
-                    "pip-stack")
+    def python_stack(self) -> None:
+        self.pinned(f"Python stack from {self.stack.lock}"
+                    + (" (its shared part: the torch is kept)" if self.plan.keep_torch else ""),
+                    applicable_pins(self.python, self.lock_lines()), "pip-stack")
+        if self.plan.keep_torch and not self.stack.takes_torch(self.torch_version()):
+            raise KitError(f"{self.python} has torch {self.torch_version()}, not {self.stack.name}'s "
+                           f"{self.stack.torch}")
 
     def torch_version(self) -> str:
-        version = run_probe(self.python, "torch_info").get("torch")
+        version = run_probe(self.python, "interpreter").get("torch")
         if not version:
-            raise KitError(f"torch does not import in {self.python}. Fix: remove {self.opts.venv} and run setup again.")
+            raise KitError(f"torch does not import in {self.python}. Fix: remove {self.venv_dir} and run setup again.")
         return version
 
     def mmcv(self) -> None:
         t = self.runner.begin("mmcv (MMCV_WITH_OPS=1) from the patched source, wheel cached")
         force_npu = cann_home() is not None
-        key = mmcv_cache_key(self.ws.dir("mmcv"), self.torch_version(), force_npu)
+        key = mmcv_cache_key(self.ws.dir("mmcv"), self.torch_version(), self.plan.cell.python, force_npu)
         if self.state.get("mmcv") == key and installed_versions(self.python, ["mmcv-full"]).get("mmcv-full"):
             self.runner.done(t, f"installed build {key} is current")
             return
@@ -235,6 +263,7 @@ class Setup:
             shutil.rmtree(build_out, ignore_errors=True)
             self.runner.run("mmcv-build", [str(self.python), "setup.py", "bdist_wheel", "-d", str(build_out)],
                             cwd=self.ws.dir("mmcv"), env=env)
+            shutil.rmtree(self.ws.dir("mmcv") / "build", ignore_errors=True)  # the next cell builds afresh
             wheel_dir.mkdir(parents=True, exist_ok=True)
             for wheel in build_out.glob("*.whl"):
                 shutil.copy2(wheel, wheel_dir / wheel.name)
@@ -262,37 +291,86 @@ class Setup:
         problems = check_runtime_requirements(self.python, self.ws)
         if problems:
             raise KitError("the pinned stack does not satisfy FlashOCC's runtime requirements:\n  "
-                           + "\n  ".join(problems) + f"\nFix: align {REQUIREMENTS.name} with them.")
+                           + "\n  ".join(problems) + f"\nFix: align {self.stack.lock} with them.")
         self.runner.done(t, "satisfied by the pinned stack")
 
-    def driving_sdk(self) -> None:
-        t = self.runner.begin("DrivingSDK (mx_driving)")
-        print(f"      {install_driving_sdk(self.runner, self.python, self.torch_version())}")
-        self.runner.done(t, "done")
+    def ascend(self) -> None:
+        t = self.runner.begin("Ascend: torch-npu and DrivingSDK (mx_driving)")
+        if cann_home() is None and self.opts.drivingsdk is None:
+            self.runner.done(t, "skipped: no CANN toolkit on this host (the port runs its portable kernels "
+                                "on CPU and CUDA)")
+            return
+        if cann_home() is None:
+            raise KitError(f"--drivingsdk {self.opts.drivingsdk}: building DrivingSDK needs the CANN toolkit "
+                           "(`source <cann>/set_env.sh` first)")
+        have = installed_versions(self.python, ["torch-npu", "mx-driving"])
+        done = []
+        if have["torch-npu"] is None:
+            # --no-deps: the x86_64 wheels ask for torch==X+cpu, which is not on PyPI; the lock pins torch
+            self.runner.run("torch-npu", [str(self.python), "-m", "pip", "install", "--no-deps",
+                                          f"torch-npu=={self.stack.torch_npu}"])
+            done.append(f"torch-npu {self.stack.torch_npu} from PyPI")
+        else:
+            done.append(f"torch-npu {have['torch-npu']} kept")
+        if self.opts.drivingsdk is not None:
+            done.append(self.drivingsdk_from_source(self.opts.drivingsdk))
+        elif have["mx-driving"] is None:
+            self.runner.run("mx-driving", [str(self.python), "-m", "pip", "install", "--no-deps",
+                                           f"mx-driving=={self.stack.mx_driving}"])
+            done.append(f"mx-driving {self.stack.mx_driving} from PyPI")
+        else:
+            done.append(f"mx-driving {have['mx-driving']} kept")
+        self.runner.done(t, "; ".join(done))
+
+    def drivingsdk_from_source(self, checkout: Path) -> str:
+        branch = drivingsdk.check_checkout(checkout, self.stack, self.plan.cell.python)
+        key = drivingsdk.wheel_cache_key(checkout, self.plan.cell.python, self.torch_version())
+        wheel = drivingsdk.cached_wheel(key)
+        how = "from the wheel cache"
+        if wheel is None:
+            print(f"      building DrivingSDK {branch} with ci/build.sh --python={self.plan.cell.python}", flush=True)
+            self.runner.run("drivingsdk-build", ["bash", str(drivingsdk.BUILD_SCRIPT),
+                                                 f"--python={self.plan.cell.python}"], cwd=checkout,
+                            env=drivingsdk.build_environment(self.python.parent, dict(os.environ)))
+            wheel = drivingsdk.keep_wheel(key, checkout / "dist")
+            how = "built and cached"
+        self.runner.run("mx-driving", [str(self.python), "-m", "pip", "install", "--no-deps", "--force-reinstall",
+                                       str(wheel)])
+        return f"mx-driving from {checkout} ({branch}), {how}: {wheel.name}"
 
 
-def setup(opts: SetupOptions) -> None:
-    """The seed's steps 1-5: sources, patches, venv, stack, mmcv, mmdet, mmdet3d, FlashOCC, DrivingSDK."""
+def setup(opts: SetupOptions) -> Setup:
+    """The seed's steps 1-5: sources, patches, venv, stack, mmcv, mmdet, mmdet3d, FlashOCC, Ascend packages."""
+    started = time.monotonic()
     steps = Setup(opts, total_steps=9)
-    steps.sources()
-    steps.patches()
-    steps.venv()
-    steps.stack()
-    steps.mmcv()
-    steps.editable("mmdet", "mmdet")
-    steps.editable("mmdet3d", "mmdet3d")
-    steps.runtime_requirements()
-    steps.driving_sdk()
+    print(f"setting up {steps.plan.describe()}", flush=True)
+    try:
+        steps.sources()
+        steps.patches()
+        steps.venv()
+        steps.python_stack()
+        steps.mmcv()
+        steps.editable("mmdet", "mmdet")
+        steps.editable("mmdet3d", "mmdet3d")
+        steps.runtime_requirements()
+        steps.ascend()
 
-    from .health import run_checks
+        from .health import run_checks
 
-    report = run_checks(steps.ws, opts.venv)
-    print()
-    for check in report:
-        print(check.line())
-    if any(c.required and not c.ok for c in report):
-        raise KitError("setup finished but the environment is not ready (see the lines marked FAIL above)")
-    print(f"\nready: activate with `source {opts.venv}/bin/activate`; logs in {steps.runner.log_dir}")
+        report = run_checks(steps.ws, steps.venv_dir)
+        print()
+        for check in report:
+            print(check.line())
+        if any(c.required and not c.ok for c in report):
+            raise KitError("setup finished but the environment is not ready (see the lines marked FAIL above)")
+    except KitError:
+        record(steps.ws.root, steps.plan.cell.id, "setup", ok=False, venv=str(steps.venv_dir))
+        raise
+    record(steps.ws.root, steps.plan.cell.id, "setup", ok=True, venv=str(steps.venv_dir),
+           seconds=round(time.monotonic() - started))
+    print(f"\nready: {steps.plan.cell.id}; activate with `source {steps.venv_dir}/bin/activate`; "
+          f"logs in {steps.runner.log_dir}")
+    return steps
 
 
 def check_runtime_requirements(python: Path, ws: Workspace) -> list[str]:
@@ -301,18 +379,3 @@ def check_runtime_requirements(python: Path, ws: Workspace) -> list[str]:
     if isinstance(problems, dict):
         raise KitError(f"could not check runtime requirements: {problems['error']}")
     return problems
-
-
-def install_driving_sdk(runner: Runner, python: Path, torch_version: str) -> str:
-    installed = installed_versions(python, ["mx-driving"]).get("mx-driving")
-    if installed:
-        return f"mx-driving {installed} already installed"
-    major_minor = tuple(int(x) for x in torch_version.split("+")[0].split(".")[:2])
-    if cann_home() is None:
-        return "skipped: no CANN toolkit on this host (the port runs its portable kernels on CPU/CUDA)"
-    if major_minor not in MX_DRIVING_TORCH:
-        return (f"skipped: PyPI has mx-driving wheels only for torch 2.6-2.8, this is torch {torch_version}. "
-                f"Build DrivingSDK from source for your torch: {DRIVING_SDK_SOURCE} "
-                "(its README, 'build from source'), then `pip install dist/mx_driving-*.whl`.")
-    runner.run("mx-driving", [str(python), "-m", "pip", "install", "mx-driving"])
-    return "installed mx-driving from PyPI"

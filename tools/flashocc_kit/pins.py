@@ -83,15 +83,6 @@ def load_projects(pins_file: Path | None = None) -> dict[str, Project]:
     return {name: projects[name] for name in PROJECT_ORDER}
 
 
-def load_npu_contract(pins_file: Path | None = None) -> list[str]:
-    """The mx-driving and torch-npu releases whose wheels the patch's NPU calls are checked against."""
-    parser = read_pins(pins_file)
-    if not parser.has_section("npu_contract"):
-        return []
-    return [f"{name}=={version}" for name, versions in parser["npu_contract"].items()
-            for version in versions.split()]
-
-
 def cache_dir() -> Path:
     """Kit-wide cache (wheels, downloads); survives workspaces and clones."""
     return Path(os.environ.get("FLASHOCC_KIT_CACHE", Path.home() / ".cache" / "flashocc-kit"))

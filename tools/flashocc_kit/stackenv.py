@@ -27,6 +27,7 @@ from .errors import KitError
 from .pins import KIT_ROOT
 
 VENV_DIR = ".venv"
+STATE_FILE = "flashocc-kit-state.json"  # in an environment: what `setup` did there (its cell, its mmcv build)
 REEXEC_ENV = "FLASHOCC_KIT_REEXEC"  # set for the re-executed process only
 TORCHRUN_ENV = "FLASHOCC_TORCHRUN"  # a site's own torchrun (a wrapper), instead of the environment's
 TOOLS_DIR = KIT_ROOT / "tools"

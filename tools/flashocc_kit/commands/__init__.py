@@ -2,23 +2,24 @@
 to the library modules of the package; nothing below imports from here."""
 
 from . import (
-            apply,
-            bench,
-            contract,
-            coverage,
-            doctor,
-            export,
-            gate,
-            launch,
-            series,
-            setup,
-            sources,
-            status,
-            summarize,
-            synth,
-            test,
+    apply,
+    bench,
+    contract,
+    coverage,
+    doctor,
+    export,
+    gate,
+    launch,
+    series,
+    setup,
+    sources,
+    stacks,
+    status,
+    summarize,
+    synth,
+    test,
 )
 
 # In the order `kit.py --help` lists them: the patch workflow, the environment, data, runs, checks.
-COMMANDS = (sources, apply, status, export, series, setup, doctor, synth, launch, summarize, gate, test, coverage,
-            contract, bench)
+COMMANDS = (sources, apply, status, export, series, setup, doctor, stacks, synth, launch, summarize, gate, test,
+            coverage, contract, bench)

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..contract import check_patches
-from ..pins import load_npu_contract, load_projects
+from ..pins import load_projects
+from ..stacks import npu_contract
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    requirements = load_npu_contract()
+    requirements = npu_contract()
     patches = [Path(p) for p in args.patches] or [p.patch_file for p in load_projects().values()]
     uses, problems = check_patches(patches, requirements)
     print(f"{len(uses)} uses of mx_driving / torch_npu in {', '.join(p.name for p in patches)}:")

@@ -1,4 +1,5 @@
-"""`kit.py setup`: sources, patches and a virtual environment with the patched stack (the seed's steps 1-5)."""
+"""`kit.py setup`: sources, patches and a virtual environment with the patched stack (the seed's steps 1-5),
+for the interpreter it runs under."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ from ..workspace import Workspace
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("setup", help="sources + patches + a virtual environment with the patched stack")
-    p.add_argument("--venv", help="virtual environment to create or update (default: <workspace>/.venv)")
+    p.add_argument("--stack", help="torch2.1 (default) or torch2.7 (`kit.py stacks`); an interpreter that has "
+                                   "torch already sets up that torch's stack")
+    p.add_argument("--venv", help="virtual environment to create or update (default: <workspace>/.venvs/<cell>, "
+                                  "linked as <workspace>/.venv)")
+    p.add_argument("--drivingsdk", metavar="DIR", help="build mx_driving from this DrivingSDK checkout (ci/build.sh) "
+                                                       "instead of installing its wheel from PyPI (Ascend hosts)")
     p.add_argument("--from", dest="from_dir", help="directory of pristine checkouts (see `sources`)")
-    p.add_argument("--python", default=sys.executable, help="interpreter to base the venv on (default: this one)")
     p.add_argument("--torch", dest="torch_mode", choices=("auto", "keep", "install"), default="auto",
                    help="auto: keep a torch the base interpreter already has (Ascend images ship torch "
                         "with torch_npu), else install the lock's; keep/install force either")
@@ -27,10 +32,12 @@ def run(args: argparse.Namespace) -> int:
     ws = Workspace.at(args.workspace)
     opts = SetupOptions(
         workspace=ws.root,
-        venv=Path(args.venv).resolve() if args.venv else ws.default_venv,
+        venv=Path(args.venv).resolve() if args.venv else None,
         from_dir=Path(args.from_dir) if args.from_dir else default_sources_dir(),
-        base_python=Path(args.python),
+        base_python=Path(sys.executable),
         torch_mode=args.torch_mode,
+        stack=args.stack,
+        drivingsdk=Path(args.drivingsdk).resolve() if args.drivingsdk else None,
     )
     started = time.monotonic()
     setup(opts)

@@ -1,66 +1,89 @@
-"""`kit.py test`: set up (or reuse) the kit's environment and run the test suite in it.
+"""`kit.py test`: set up (or reuse) the kit's environment for a cell and run the test suite in it.
 
 This is the command the README gives and CI runs. Where the upstream sources cannot be had (a
 fresh machine without GitHub or a sources directory), it sets up the Python stack alone and the
-tests that need the sources skip, each printing why.
+tests that need the sources skip, each printing why. `--short` runs the set each further cell of
+the support matrix is held to (the tests marked `cell`: the port's portable ops, the gloo DDP test,
+a short two-rank training with an evaluation and a resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ..errors import SourcesUnavailable
-from ..installer import Setup, SetupOptions, setup
+from ..installer import Setup, SetupOptions, applicable_pins, setup
 from ..pins import KIT_ROOT, default_sources_dir
+from ..stacks import read_lock, record
 from ..workspace import Workspace
 
 TEST_REQUIREMENTS = KIT_ROOT / "tests" / "requirements.txt"
 PYTEST_NO_TESTS = 5
+SHORT_MARKER = "cell"
 
 
 def prepare_environment(opts: SetupOptions) -> Setup:
     try:
-        setup(opts)
-        steps = Setup(opts, total_steps=1)  # for the test tools below
+        steps = setup(opts)
+        steps.runner.total = steps.runner.step + 1  # the test tools below
     except SourcesUnavailable as exc:
         print(f"\nnote: {exc}\nThe upstream sources are unavailable here: setting up the Python stack only; "
               "the tests that need the sources will skip and say so.\n", flush=True)
         steps = Setup(opts, total_steps=3)  # the venv, the stack, the test tools
         steps.venv()
-        steps.stack()
-    steps.pinned("test tools from tests/requirements.txt", _test_pins(), "pip-tests")
+        steps.python_stack()
+    steps.pinned("test tools from tests/requirements.txt", applicable_pins(steps.python, read_lock(TEST_REQUIREMENTS)),
+                 "pip-tests")
     return steps
 
 
-def _test_pins() -> list[str]:
-    return [line.split("#")[0].strip() for line in TEST_REQUIREMENTS.read_text().splitlines()
-            if line.split("#")[0].strip()]
-
-
-def run_pytest(python: Path, pytest_args: list[str]) -> int:
+def run_pytest(python: Path, pytest_args: list[str]) -> tuple[int, str]:
+    """pytest's exit status (no tests collected counts as a failure) and its closing summary line."""
     cmd = [str(python), "-m", "pytest", *pytest_args]
     print(f"$ {' '.join(cmd)}", flush=True)
-    code = subprocess.call(cmd, cwd=KIT_ROOT)
+    proc = subprocess.Popen(cmd, cwd=KIT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    last = ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if re.search(r"\b(passed|failed|error|skipped|no tests ran)\b", line) and line.startswith("="):
+            last = line.strip("= \n")
+    code = proc.wait()
     if code == PYTEST_NO_TESTS:
         print("error: pytest collected no tests; that is a failure, not a pass", file=sys.stderr)
-        return 1
-    return code
+        return 1, last or "no tests collected"
+    return code, last
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="set up the environment if needed, then run the test suite (what CI runs)")
-    p.add_argument("--venv", help="environment to use (default: <workspace>/.venv)")
+    p.add_argument("--stack", help="the stack to test under this interpreter (default: as `setup` chooses)")
+    p.add_argument("--short", action="store_true",
+                   help=f"only the tests every cell of the matrix is held to (pytest -m {SHORT_MARKER})")
+    p.add_argument("--venv", help="environment to use (default: the cell's, <workspace>/.venvs/<cell>)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (after --)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     ws = Workspace.at(args.workspace)
-    opts = SetupOptions(workspace=ws.root, venv=Path(args.venv).resolve() if args.venv else ws.default_venv,
-                        from_dir=default_sources_dir(), base_python=Path(sys.executable), torch_mode="auto")
+    opts = SetupOptions(workspace=ws.root, venv=Path(args.venv).resolve() if args.venv else None,
+                        from_dir=default_sources_dir(), base_python=Path(sys.executable), torch_mode="auto",
+                        stack=args.stack)
+    started = time.monotonic()
     steps = prepare_environment(opts)
     pytest_args = [a for a in args.pytest_args if a != "--"]
-    return run_pytest(steps.python, pytest_args)
+    if args.short:
+        pytest_args = ["-m", SHORT_MARKER, *pytest_args]
+    code, summary = run_pytest(steps.python, pytest_args)
+    record(ws.root, steps.plan.cell.id, "test", ok=code == 0, result=summary or f"exit {code}",
+           selection="short" if args.short else "full" if not pytest_args else " ".join(pytest_args),
+           seconds=round(time.monotonic() - started))
+    return code

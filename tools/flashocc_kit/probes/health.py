@@ -7,10 +7,20 @@ import importlib
 import json
 import sys
 
+DISTRIBUTIONS = {"mx_driving": "mx-driving", "torch_npu": "torch-npu"}  # modules without a usable __version__
+
 
 def version(module):
     try:
-        return getattr(importlib.import_module(module), "__version__", "?")
+        imported = importlib.import_module(module)
+        if module in DISTRIBUTIONS:
+            from importlib import metadata
+
+            try:
+                return metadata.version(DISTRIBUTIONS[module])
+            except metadata.PackageNotFoundError:
+                pass
+        return getattr(imported, "__version__", "?")
     except Exception as exc:  # noqa: BLE001 (any failure to import is the answer)
         return "ERROR: " + (str(exc).splitlines() or [type(exc).__name__])[0]
 
