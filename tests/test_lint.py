@@ -17,10 +17,11 @@ SHELL_FILES = sorted([*KIT_ROOT.glob("test/*.sh"), *KIT_ROOT.glob("tools/*.sh"),
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    """The linter of the kit's environment, else one on PATH (shellcheck on aarch64: no wheel, `apt install`)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed next to {sys.executable}: `python3 tools/kit.py test` installs "
-                    "tests/requirements.txt")
+        pytest.skip(f"{name} is not installed next to {sys.executable} nor on PATH: `python3 tools/kit.py test` "
+                    "installs tests/requirements.txt (shellcheck on aarch64: `apt install shellcheck`)")
     return found
 
 

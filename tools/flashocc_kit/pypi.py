@@ -7,8 +7,10 @@ platform, to read their Python sources (torch_npu and mx_driving cannot be impor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 import shutil
 import tarfile
 import tempfile
@@ -33,6 +35,25 @@ def _split_requirement(requirement: str) -> tuple[str, str]:
 def _sdist_filenames(name: str, version: str) -> set[str]:
     stems = {name, name.replace("-", "_"), name.lower(), name.lower().replace("-", "_")}
     return {f"{stem}-{version}.tar.gz" for stem in stems}
+
+
+@functools.lru_cache(maxsize=None)
+def index_files(name: str) -> list[dict]:
+    """The files PyPI's simple JSON index lists for a project (filename, requires-python, yanked, hashes),
+    cached in the kit cache; an unreachable PyPI with a cached copy gives the copy."""
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    cached = cache_dir() / "pypi-index" / f"{key}.json"
+    try:
+        request = urllib.request.Request(PYPI_SIMPLE.format(name=key), headers={"Accept": SIMPLE_JSON})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            data = resp.read()
+    except OSError as exc:
+        if cached.is_file():
+            return json.loads(cached.read_text())["files"]
+        raise KitError(f"cannot reach PyPI's index for {name} ({exc}) and nothing is cached") from exc
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(data)
+    return json.loads(data)["files"]
 
 
 def download_sdist(requirement: str, dest_dir: Path | None = None) -> Path:
