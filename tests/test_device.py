@@ -44,6 +44,11 @@ STANDINS = {
     """,
     "mx_driving/__init__.py": """
         from _standin_log import record
+        ADD_RELU_CALLS = []
+        def npu_add_relu(x, y):
+            import torch
+            ADD_RELU_CALLS.append(tuple(x.shape))
+            return torch.relu(x + y)
         def bev_pool_v3(depth, feat, ranks_depth, ranks_feat, ranks_bev, bev_feat_shape):
             record({"call": "mx_driving.bev_pool_v3", "depth": str(depth.dtype), "feat": str(feat.dtype),
                     "contiguous": depth.is_contiguous() and feat.is_contiguous(),
@@ -53,10 +58,74 @@ STANDINS = {
             B, D, H, W, C = bev_feat_shape
             return torch.zeros(B, C, D, H, W)
     """,
-    "mx_driving/patcher/__init__.py": """
+    # DrivingSDK's patcher, in the API STANDIN_PATCHER_API names: "patcher" (Patcher + patch classes, the 26.x
+    # wheels), "builder" (PatcherBuilder, patches take the mmdet package) or "builder-old" (PatcherBuilder with an
+    # mx_driving.patcher.mmdet module: the ResNet patch takes mmdet's resnet module). The patches really patch.
+    "mx_driving/patcher/_patches.py": """
+        import importlib, torch
         from _standin_log import record
+
         def batch_matmul(module, options):
-            pass
+            original = torch.matmul
+            def matmul(a, b):
+                return original(a, b)
+            torch.matmul = matmul
+
+        def _resnet_module(module):
+            return module if module.__name__.endswith('resnet') else importlib.import_module(
+                module.__name__ + '.models.backbones.resnet')
+
+        def resnet_add_relu(module, options):
+            import mx_driving
+            resnet = _resnet_module(module)
+            def bottleneck_forward(self, x):
+                identity = x
+                out = self.relu(self.norm1(self.conv1(x)))
+                out = self.relu(self.norm2(self.conv2(out)))
+                out = self.norm3(self.conv3(out))
+                if self.downsample is not None:
+                    identity = self.downsample(x)
+                return mx_driving.npu_add_relu(out, identity)
+            def basicblock_forward(self, x):
+                identity = x
+                out = self.relu(self.norm1(self.conv1(x)))
+                out = self.norm2(self.conv2(out))
+                if self.downsample is not None:
+                    identity = self.downsample(x)
+                return mx_driving.npu_add_relu(out, identity)
+            resnet.Bottleneck.forward = bottleneck_forward
+            resnet.BasicBlock.forward = basicblock_forward
+
+        def resnet_fp16(module, options):
+            record("resnet_fp16 applied")
+    """,
+    "mx_driving/patcher/__init__.py": """
+        import importlib, os
+        from _standin_log import record
+        from ._patches import batch_matmul, resnet_add_relu, resnet_fp16
+        API = os.environ.get("STANDIN_PATCHER_API", "patcher")
+        if API == "patcher":
+            class _PatchClass:
+                @classmethod
+                def apply_to(cls):
+                    cls.function(importlib.import_module(cls.module), {})
+            class BatchMatmul(_PatchClass):
+                name, module, function = "batch_matmul", "torch", staticmethod(batch_matmul)
+            class ResNetAddRelu(_PatchClass):
+                name, module, function = "resnet_add_relu", "mmdet", staticmethod(resnet_add_relu)
+            class ResNetFP16(_PatchClass):
+                name, module, function = "resnet_fp16", "mmdet", staticmethod(resnet_fp16)
+            class Patcher:
+                def __init__(self):
+                    self.entries = []
+                def add(self, *classes):
+                    self.entries += classes
+                    return self
+                def apply(self):
+                    record({"Patcher.apply": [c.name for c in self.entries]})
+                    for c in self.entries:
+                        c.apply_to()
+                    return self
         class Patch:
             def __init__(self, func):
                 self.func = func
@@ -64,7 +133,14 @@ STANDINS = {
             def __init__(self, patches):
                 self.patches = patches
             def apply(self):
-                record({"patcher.apply": [[m, p.func.__name__] for m, p in self.patches]})
+                record("PatcherBuilder .apply() called (skips the 1.x context's setup)")
+            def __enter__(self):
+                record({"PatcherBuilder.build().__enter__": [[m, p.func.__name__] for m, p in self.patches]})
+                for module, patch in self.patches:
+                    patch.func(importlib.import_module(module), {})
+                return self
+            def __exit__(self, *args):
+                pass
         class PatcherBuilder:
             def __init__(self):
                 self.patches = []
@@ -73,6 +149,11 @@ STANDINS = {
                 return self
             def build(self):
                 return _Built(self.patches)
+    """,
+    "mx_driving/patcher/mmdet.py": """
+        import os
+        if os.environ.get("STANDIN_PATCHER_API") != "builder-old":
+            raise ImportError("no mx_driving.patcher.mmdet in this DrivingSDK")
     """,
     "_standin_log.py": """
         import json, os
@@ -139,13 +220,60 @@ def test_npu_optimizer_is_the_fused_adamw_and_the_switch_is_reported(run_scenari
     assert registered in (None, "NpuFusedAdamW")
 
 
-def test_driving_sdk_patcher_applies_batch_matmul_on_the_npu(run_scenario):
-    result, calls = run_scenario("""
+RESNET_SCENARIO = """
+    import torch
+    from mmdet.models.backbones import ResNet
+    from projects import device
+    torch.manual_seed(0)
+    net = ResNet(depth=50, out_indices=(0, 1, 2, 3))
+    net.eval()  # (mmdet's ResNet.train returns None, so .eval() does too)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+        line = device.apply_driving_sdk_patches(PRECISION)
+        after = net(x)
+    import mx_driving
+    result = [line, len(mx_driving.ADD_RELU_CALLS),
+              all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, after)),
+              torch.matmul.__name__]
+"""
+
+
+@pytest.mark.parametrize("api", ["patcher", "builder", "builder-old"])
+def test_the_npu_trains_under_batch_matmul_and_resnet_add_relu_with_either_patcher_api(run_scenario, api):
+    """A ResNet-50 forward after the patches really ends its 16 bottlenecks in mx_driving.npu_add_relu."""
+    pytest.importorskip("mmdet", reason="needs mmdet: run the suite in the kit's environment")
+    result, calls = run_scenario(RESNET_SCENARIO.replace("PRECISION", "'fp32'"), env={"STANDIN_PATCHER_API": api})
+    line, add_relu_calls, same, matmul = result
+    assert line == (f"DrivingSDK patches ({'Patcher' if api == 'patcher' else 'PatcherBuilder'} API, fp32): "
+                    "applied batch_matmul, resnet_add_relu")
+    assert add_relu_calls == 16 and same and matmul == "matmul"  # the stand-in's wrapper
+    if api == "patcher":
+        assert {"Patcher.apply": ["batch_matmul", "resnet_add_relu"]} in calls
+    else:
+        module = "mmdet.models.backbones.resnet" if api == "builder-old" else "mmdet"
+        assert {"PatcherBuilder.build().__enter__": [["torch", "batch_matmul"], [module, "resnet_add_relu"]]} in calls
+        assert not any("apply() called" in str(c) for c in calls)  # the context, not .apply()
+
+
+def test_the_fp16_backbone_gets_batch_matmul_only_and_keeps_the_ports_autocast(run_scenario):
+    pytest.importorskip("mmdet", reason="needs mmdet: run the suite in the kit's environment")
+    result, calls = run_scenario(RESNET_SCENARIO.replace("PRECISION", "'fp16-backbone'"))
+    line, add_relu_calls, _, _ = result
+    assert line == "DrivingSDK patches (Patcher API, fp16-backbone): applied batch_matmul"
+    assert add_relu_calls == 0 and "resnet_fp16 applied" not in calls
+
+
+def test_a_patch_that_changes_nothing_is_logged_as_skipped_with_the_reason(run_scenario):
+    pytest.importorskip("mmdet", reason="needs mmdet: run the suite in the kit's environment")
+    result, _ = run_scenario("""
+        import mx_driving.patcher as patcher
+        patcher.ResNetAddRelu.function = staticmethod(lambda module, options: None)  # patches nothing
         from projects import device
         result = device.apply_driving_sdk_patches()
     """)
-    assert result == "DrivingSDK patcher: batch_matmul applied"
-    assert {"patcher.apply": [["torch", "batch_matmul"]]} in calls
+    assert result.startswith("DrivingSDK patches (Patcher API, fp32): applied batch_matmul; skipped resnet_add_relu "
+                             "(the patcher left mmdet.models.backbones.resnet.BasicBlock.forward")
 
 
 def test_local_device_and_process_group_follow_local_rank(run_scenario):
@@ -191,7 +319,7 @@ def test_without_torch_npu_the_cpu_path_changes_nothing(run_scenario):
                   device.apply_driving_sdk_patches()]
     """, standins=False)
     assert result == ["cpu", "gloo", None, {"type": "AdamW", "lr": 1e-4},
-                      "DrivingSDK patcher: not applied (not on an NPU)"]
+                      "DrivingSDK patches: none (not on an NPU)"]
     assert calls == []
 
 
@@ -227,3 +355,15 @@ def test_new_modules_import_without_mmcv_or_mmdet3d():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
+
+
+def test_pinned_memory_on_the_npu_not_on_the_cpu(run_scenario):
+    on_npu, _ = run_scenario("""
+        from projects import device
+        result = device.pin_memory()
+    """)
+    on_cpu, _ = run_scenario("""
+        from projects import device
+        result = device.pin_memory()
+    """, standins=False)
+    assert (on_npu, on_cpu) == (True, False)

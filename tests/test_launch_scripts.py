@@ -25,7 +25,8 @@ from pathlib import Path
 argv = sys.argv[1:]
 with open(os.environ["STANDIN_RECORD"], "a") as fh:
     fh.write(json.dumps({{"argv": argv, "cwd": os.getcwd(), "env": {{k: os.environ.get(k) for k in
-        ("FLASHOCC_DEVICE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "PYTHONPATH", "TASK_QUEUE_ENABLE")}}}}) + "\n")
+        ("FLASHOCC_DEVICE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "PYTHONPATH", "TASK_QUEUE_ENABLE",
+         "COMBINED_ENABLE", "HCCL_IF_IP")}}}}) + "\n")
 script = next(a for a in argv if a.endswith(".py"))
 fail = os.environ.get("STANDIN_FAIL", "")
 if fail and script.endswith(fail.split(":")[0]):
@@ -90,7 +91,8 @@ def launch(tmp_path, flashocc_tree):
         full_env = {**os.environ, "FLASHOCC_TORCHRUN": str(standin),
                     "STANDIN_RECORD": str(record), "STANDIN_RECORDED": str(RECORDED), "FLASHOCC_DEVICE": "cpu",
                     **(env or {})}
-        for var in ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "FLASHOCC_SMOKE"):
+        for var in ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "FLASHOCC_SMOKE", "ASCEND_TOOLKIT_HOME",
+                    "ASCEND_HOME_PATH", "HCCL_IF_IP", "COMBINED_ENABLE", "TASK_QUEUE_ENABLE"):
             if var not in (env or {}):
                 full_env.pop(var, None)
         proc = subprocess.run(["bash", f"test/{script}", *args], cwd=flashocc_tree, env=full_env,
@@ -237,3 +239,43 @@ def test_scripts_work_when_test_is_copied_by_hand(launch, flashocc_tree, tmp_pat
                           capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert "tools/train.py projects/configs/flashocc/flashocc-r50.py" in proc.stdout
+
+
+def test_the_learning_rate_follows_the_global_batch(launch):
+    """lr = the config's x sqrt(global batch / the config's), 3 digits: the reference port's 2.45e-4 at 8 x 24."""
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--batch-size", "24", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "global batch 192" in proc.stdout and "lr 2.45e-04: the config's 0.0001 at global batch 32 x " \
+        "sqrt(192 / 32)" in proc.stdout and "optimizer.lr=0.000245" in proc.stdout
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5")
+    assert "optimizer.lr=0.0001" in cfg_options(calls[0]["argv"])
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--batch-size", "24", "--lr", "3e-4", "--max-iters", "5")
+    assert "optimizer.lr=0.0003" in cfg_options(calls[0]["argv"]) and "lr 3.00e-04: --lr 0.0003" in proc.stdout
+
+
+def test_the_2025_08_preset_is_the_reference_recipe_and_the_summary_records_the_lr(launch, flashocc_tree):
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--preset", "drivingsdk-2025-08", "--max-iters", "5")
+    assert proc.returncode == 0, proc.stderr
+    opts = cfg_options(calls[0]["argv"])
+    assert {"data.samples_per_gpu=24", "data.workers_per_gpu=24", "optimizer.lr=0.000245"} <= set(opts)
+    summary = json.loads((flashocc_tree / OUTPUT_DIR / "FlashOCC_R50_bs192_8p_perf" /
+                          "FlashOCC_R50_bs192_8p_perf_summary.json").read_text())
+    assert summary["lr"] == 2.45e-4 and summary["global_batch"] == 192 and "--lr" in summary["lr_rule"]
+    console = (flashocc_tree / OUTPUT_DIR / "FlashOCC_R50_bs192_8p_perf" / "train_console.log").read_text()
+    assert console.startswith("FlashOCC_R50_bs192_8p_perf:") and "lr 2.45e-04" in console
+
+
+def test_on_an_ascend_host_the_reference_environment_is_set_where_unset(launch, tmp_path):
+    cann = tmp_path / "cann"
+    cann.mkdir()
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5", env={"ASCEND_TOOLKIT_HOME": str(cann)})
+    assert proc.returncode == 0, proc.stderr
+    env = calls[0]["env"]
+    first = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+    assert env["TASK_QUEUE_ENABLE"] == "2" and env["COMBINED_ENABLE"] == "1"
+    assert env["HCCL_IF_IP"] == (first[0] if first else None)
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5",
+                         env={"ASCEND_TOOLKIT_HOME": str(cann), "HCCL_IF_IP": "10.0.0.7", "COMBINED_ENABLE": "0"})
+    assert calls[0]["env"]["HCCL_IF_IP"] == "10.0.0.7" and calls[0]["env"]["COMBINED_ENABLE"] == "0"
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5")  # not Ascend: none of it
+    assert calls[0]["env"]["COMBINED_ENABLE"] is None and calls[0]["env"]["TASK_QUEUE_ENABLE"] is None

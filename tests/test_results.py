@@ -495,12 +495,19 @@ def test_summarize_command_exit_codes_on_bad_runs(tmp_path, capsys):
 # --- the gate ------------------------------------------------------------------------------------------------------
 
 
+# The learning rate the launcher gives each global batch (the published runs' too).
+LR_OF_GLOBAL_BATCH = {32: 1e-4, 192: 2.45e-4, 64: 1.41e-4, 4: 2e-3}
+
+
 def write_summary(path: Path, *, step: float | None = 4.30, miou: float | None = None, epochs: int = 24,
-                  device: str = "npu", precision: str = "fp32", rank_size: int = 8, batch_size: int = 4) -> Path:
+                  device: str = "npu", precision: str = "fp32", rank_size: int = 8, batch_size: int = 4,
+                  lr: float | None | str = "launcher") -> Path:
+    gbs = rank_size * batch_size
     data = {"schema": 1, "case_name": "FlashOCC_8p_bs4_e24", "network": "FlashOCC", "device": device,
             "precision": precision, "rank_size": rank_size, "batch_size": batch_size,
-            "global_batch": rank_size * batch_size, "epochs": epochs, "training_time_s": step,
-            "accuracy": None if miou is None else {"miou": miou}}
+            "global_batch": gbs, "epochs": epochs, "training_time_s": step,
+            "accuracy": None if miou is None else {"miou": miou},
+            "lr": LR_OF_GLOBAL_BATCH.get(gbs) if lr == "launcher" else lr}
     path.write_text(json.dumps(data))
     return path
 
@@ -612,9 +619,22 @@ def test_lookup_overrides_compare_with_another_device(tmp_path, capsys):
     path = write_summary(tmp_path / "s.json", step=7.9)
     code, out, _ = run_gate(capsys, "--summary", str(path), "--baselines", str(BASELINES), "--device", "cuda")
     assert code == 0 and "competitor-a-8p-fp32-gbs32" in out and "<= 8.214" in out
-    code, out, _ = run_gate(capsys, "--summary", str(path), "--baselines", str(BASELINES),
+    code, _, err = run_gate(capsys, "--summary", str(path), "--baselines", str(BASELINES),
                             "--precision", "fp16-backbone", "--global-batch", "192")
-    assert code == 1 and "npu-8p-fp16-backbone-gbs192" in out
+    # another global batch's baseline was trained with another lr: not compared, even when asked for
+    assert code == 2 and "trained with lr 0.0001, baseline npu-8p-fp16-backbone-gbs192 with lr 0.000245" in err
+
+
+def test_the_gate_refuses_a_run_trained_with_another_learning_rate(tmp_path, capsys):
+    path = write_summary(tmp_path / "s.json", step=4.0, lr=2e-4)
+    code, _, err = run_gate(capsys, "--summary", str(path), "--baselines", str(BASELINES))
+    assert code == 2 and "unlike runs are not compared" in err and "--lr 0.0001" in err
+    path = write_summary(tmp_path / "s.json", step=4.0, lr=None)
+    code, _, err = run_gate(capsys, "--summary", str(path), "--baselines", str(BASELINES))
+    assert code == 2 and "records no learning rate" in err
+    path = write_summary(tmp_path / "s.json", step=1.8, batch_size=24)  # gbs 192, the launcher's lr for it
+    code, out, _ = run_gate(capsys, "--summary", str(path), "--baselines", str(BASELINES))
+    assert code == 0 and "npu-8p-fp32-gbs192" in out
 
 
 @pytest.mark.parametrize(("setup", "message"), [

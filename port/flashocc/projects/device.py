@@ -3,8 +3,8 @@
 
 The same patched tree runs on Ascend NPUs, on CUDA GPUs and on plain CPUs.
 Everything device-specific (torch_npu's CUDA-to-NPU shim, the distributed
-backend, the fused optimizer, DrivingSDK's run-time patches) is chosen here,
-and nowhere else.
+backend, the fused optimizer, DrivingSDK's run-time patches, pinned host
+memory) is chosen here, and nowhere else.
 
 ``FLASHOCC_DEVICE=npu|cuda|cpu`` forces a device (debugging; with ``cpu`` on
 a GPU host also hide the GPUs: ``CUDA_VISIBLE_DEVICES=``).
@@ -26,6 +26,18 @@ DEVICES = ('npu', 'cuda', 'cpu')
 DIST_BACKENDS = {'npu': 'hccl', 'cuda': 'nccl', 'cpu': 'gloo'}
 # Configs say AdamW; on the NPU torch_npu's fused kernel does the same maths.
 NPU_OPTIMIZERS = {'AdamW': 'NpuFusedAdamW'}
+# DrivingSDK's run-time patches, by precision, as the reference port's training applies them: batched
+# matmul (LSS point transforms) and mmdet's ResNet blocks ending in npu_add_relu. For the fp16 backbone
+# the port's own autocast (BEVDet.run_img_backbone: any device, any backbone) takes the place of
+# DrivingSDK's resnet_fp16, which is the same autocast of mmdet's ResNet.forward; and, as in the
+# reference's fp16 trainer, the add+relu fusion is left out there.
+DRIVING_SDK_PATCHES = {'fp32': ('batch_matmul', 'resnet_add_relu'), 'fp16-backbone': ('batch_matmul',)}
+# What each patch replaces: how the log tells an applied patch from a skipped one, with either API.
+PATCH_TARGETS = {
+    'batch_matmul': ('torch.matmul', 'torch.Tensor.matmul', 'torch.Tensor.__matmul__'),
+    'resnet_add_relu': ('mmdet.models.backbones.resnet.BasicBlock.forward',
+                        'mmdet.models.backbones.resnet.Bottleneck.forward'),
+}
 
 logger = logging.getLogger(__name__)
 
@@ -121,20 +133,77 @@ def _register_npu_optimizer(name: str) -> None:
         OPTIMIZERS.register_module(module=getattr(torch_npu.optim, name))
 
 
-def apply_driving_sdk_patches() -> str:
-    """DrivingSDK's run-time patch for batched matmul (NPU with mx_driving).
+def pin_memory() -> bool:
+    """Page-locked host batches for the accelerator's copies; the CPU has none to make."""
+    return device_type() in ('npu', 'cuda')
 
-    Returns a message for the log.
+
+def _resolve(path: str):
+    """The object a dotted path names (importing its root module), or None."""
+    root, *attributes = path.split('.')
+    try:
+        obj = importlib.import_module(root)
+        for name in attributes:
+            obj = getattr(obj, name) if hasattr(obj, name) else importlib.import_module(f'{obj.__name__}.{name}')
+    except (ImportError, AttributeError):
+        return None
+    return obj
+
+
+def _apply_patcher(wanted) -> str:
+    """Apply DrivingSDK's patches named in `wanted`, through whichever patcher API it has; returns the API's name."""
+    import mx_driving.patcher as patcher
+    if hasattr(patcher, 'BatchMatmul'):
+        # the Patcher API: mx-driving 26.x wheels, DrivingSDK master since 2026-03
+        from mx_driving.patcher import BatchMatmul, Patcher, ResNetAddRelu
+        classes = {'batch_matmul': BatchMatmul, 'resnet_add_relu': ResNetAddRelu}
+        Patcher().add(*[classes[name] for name in wanted]).apply()
+        return 'Patcher'
+    # PatcherBuilder, DrivingSDK's first patcher API (2025-02 on; the reference port uses it): its ResNet patch
+    # takes mmdet's resnet module up to 2025-09 (when mx_driving.patcher.mmdet existed), the mmdet package since
+    from mx_driving.patcher import Patch, PatcherBuilder, batch_matmul, resnet_add_relu
+    functions = {'batch_matmul': batch_matmul, 'resnet_add_relu': resnet_add_relu}
+    try:
+        importlib.import_module('mx_driving.patcher.mmdet')
+        resnet_module = 'mmdet.models.backbones.resnet'
+    except ImportError:
+        resnet_module = 'mmdet'
+    modules = {'batch_matmul': 'torch', 'resnet_add_relu': resnet_module}
+    builder = PatcherBuilder()
+    for name in wanted:
+        builder.add_module_patch(modules[name], Patch(functions[name]))
+    with builder.build():  # entering, not .apply(): only the context turns NPU private formats off there
+        pass
+    return 'PatcherBuilder'
+
+
+def apply_driving_sdk_patches(precision: str = 'fp32') -> str:
+    """DrivingSDK's run-time patches the reference port trains under (NPU with mx_driving).
+
+    Returns a line for the log: the patches applied, and each one skipped with the reason.
     """
+    if precision not in DRIVING_SDK_PATCHES:
+        raise ValueError(f'precision {precision!r}: choose one of {", ".join(DRIVING_SDK_PATCHES)}')
     if device_type() != 'npu':
-        return 'DrivingSDK patcher: not applied (not on an NPU)'
+        return 'DrivingSDK patches: none (not on an NPU)'
     if not is_installed('mx_driving'):
-        return 'DrivingSDK patcher: not applied (mx_driving is not installed)'
-    # The PatcherBuilder API exists in DrivingSDK 7.x and, kept for
-    # compatibility, in the 26.x wheels on PyPI.
-    from mx_driving.patcher import Patch, PatcherBuilder, batch_matmul
-    PatcherBuilder().add_module_patch('torch', Patch(batch_matmul)).build().apply()
-    return 'DrivingSDK patcher: batch_matmul applied'
+        return 'DrivingSDK patches: none (mx_driving is not installed: DrivingSDK ops and patches are missing)'
+    wanted = DRIVING_SDK_PATCHES[precision]
+    targets = {name: PATCH_TARGETS[name] for name in wanted}
+    missing = {name: paths[0].split('.')[0] for name, paths in targets.items()
+               if _resolve(paths[0].rsplit('.', 1)[0]) is None}
+    before = {path: _resolve(path) for paths in targets.values() for path in paths}
+    api = _apply_patcher([name for name in wanted if name not in missing])
+    applied, skipped = [], []
+    for name, paths in targets.items():
+        if name in missing:
+            skipped.append(f'{name} ({missing[name]} is not importable)')
+        elif any(_resolve(path) is not before[path] for path in paths):
+            applied.append(name)
+        else:
+            skipped.append(f'{name} (the patcher left {", ".join(paths)} unchanged)')
+    line = f'DrivingSDK patches ({api} API, {precision}): applied {", ".join(applied) or "none"}'
+    return line + (f'; skipped {"; ".join(skipped)}' if skipped else '')
 
 
 def describe() -> str:

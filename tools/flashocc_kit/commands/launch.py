@@ -6,13 +6,14 @@ import argparse
 
 from ..stackenv import ensure_stack
 from ..training.commands import train_command
-from ..training.execute import execute
+from ..training.execute import describe, execute
 from ..training.run import (
     CONFIG,
     DEVICES,
     MAX_ITERS,
     MODES,
     PRECISIONS,
+    PRESETS,
     SMOKE_DEVICES,
     SMOKE_ENV,
     LaunchRequest,
@@ -43,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="data-loader workers per device (default: the config's)")
     p.add_argument("--log-interval", type=int, help="iterations per log line (default 1 perf, 10 accuracy, 5 smoke)")
     p.add_argument("--smoke", action="store_true", help=f"the CPU smoke configuration (or {SMOKE_ENV}=1)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the config's, scaled by sqrt(global batch / the "
+                                            "config's global batch), to 3 digits)")
+    p.add_argument("--preset", choices=PRESETS, help="a published recipe: " + "; ".join(
+        f"{name}: {values['about']}" for name, values in PRESETS.items()) + " (explicit options win)")
     p.add_argument("--cfg-options", nargs="+", default=[], help="more config overrides, key=value")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.set_defaults(func=run)
@@ -56,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
                             max_iters=args.max_iters, precision=args.precision, data_root=args.data_root,
                             work_dir=args.work_dir, output_dir=args.output_dir, resume=args.resume,
                             config=args.config, workers=args.workers, log_interval=args.log_interval,
-                            smoke=args.smoke, cfg_options=args.cfg_options)
+                            smoke=args.smoke, lr=args.lr, preset=args.preset, cfg_options=args.cfg_options)
     training_run = build_run(request, flashocc)
     if args.dry_run:
+        print(describe(training_run))
         print(" ".join(train_command(training_run)))
         return 0
     return execute(training_run)

@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"ActualLoss averages this many last records (default {SummaryOptions.loss_window})")
     p.add_argument("--iters-per-epoch", type=int, help="when no text log shows it")
     p.add_argument("--environment", help="JSON file recorded as the summary's environment block")
+    p.add_argument("--lr", type=float, help="the learning rate the run was given (the gate compares it with the "
+                                            "baseline's; default: an earlier summary's)")
     p.add_argument("--no-plot", action="store_true", help="skip the curves PNG")
     p.add_argument("--metrics", help="the <results>.metrics.json tools/test.py wrote (default: none; the mIoU is "
                                      "then read from the console logs)")
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     case = CaseInfo(case_name=args.case_name, device=pick("device"), rank_size=int(pick("rank_size")),
                     batch_size=int(pick("batch_size")), precision=pick("precision", default="fp32"),
                     network=pick("network", default="FlashOCC"), accuracy=bool(pick("accuracy", "accuracy_run")),
-                    device_type=pick("device_type", default=platform.machine()))
+                    device_type=pick("device_type", default=platform.machine()), lr=pick("lr"),
+                    lr_rule="--lr of `kit.py summarize`" if args.lr is not None else before.get("lr_rule"))
     environment = before.get("environment") or {}
     if args.environment:
         try:

@@ -9,6 +9,7 @@ system python3.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class Baseline:
     step_time_s: float | None
     miou: float | None
     epochs: int | None
+    lr: float | None
     tolerances: dict[str, float]
     hardware: str
     source: str  # the key into the file's "sources", or the source itself
@@ -127,7 +129,7 @@ def load_baselines(path: Path) -> list[Baseline]:
         where = f"baselines file {path}, entry {name}"
         if not isinstance(entry, dict) or any(entry.get(k) is None for k in REQUIRED_KEYS):
             raise UnusableInput(f"{where}: needs {', '.join(REQUIRED_KEYS)}")
-        for key in ("step_time_s", "miou"):
+        for key in ("step_time_s", "miou", "lr"):
             if entry.get(key) is not None and not _positive(entry[key]):
                 raise UnusableInput(f"{where}: {key} must be a positive number, not {entry[key]!r}")
         if entry.get("step_time_s") is None and entry.get("miou") is None:
@@ -140,6 +142,7 @@ def load_baselines(path: Path) -> list[Baseline]:
         source = str(entry.get("source", ""))
         out.append(Baseline(name=name, keys={k: entry[k] for k in (*REQUIRED_KEYS, *OPTIONAL_KEYS) if k in entry},
                             step_time_s=entry.get("step_time_s"), miou=entry.get("miou"), epochs=entry.get("epochs"),
+                            lr=entry.get("lr"),
                             tolerances=tolerances, hardware=str(entry.get("hardware", "")), source=source,
                             source_text=str(sources.get(source, source))))
     return out
@@ -179,6 +182,22 @@ def _measured(summary: dict, path: Path) -> tuple[float | None, float | None]:
     return step_time, miou
 
 
+def check_alike(summary: dict, path: Path, baseline: Baseline) -> None:
+    """A baseline is only compared with a run trained like it: the same learning rate (the global batch is
+    part of the lookup)."""
+    if baseline.lr is None:
+        return
+    lr = summary.get("lr")
+    if lr is None:
+        raise UnusableInput(f"summary {path} records no learning rate, and baseline {baseline.name} was trained with "
+                            f"lr {baseline.lr:g}: the runs may differ. Fix: summarize again with --lr as the run used")
+    if not math.isclose(lr, baseline.lr, rel_tol=1e-3):
+        raise UnusableInput(f"summary {path} was trained with lr {lr:g}, baseline {baseline.name} with lr "
+                            f"{baseline.lr:g} at global batch {baseline.keys.get('global_batch')}: unlike runs are "
+                            f"not compared. Fix: train with the baseline's lr (`--lr {baseline.lr:g}`, or the "
+                            "launcher's default for that global batch)")
+
+
 def run_gate(summary_path: Path, baselines_path: Path, *, overrides: dict[str, Any] | None = None,
              tolerances: dict[str, float] | None = None) -> GateResult:
     """Compare a summary with its baseline. overrides replace the summary's device/precision/global_batch for the
@@ -190,6 +209,7 @@ def run_gate(summary_path: Path, baselines_path: Path, *, overrides: dict[str, A
     key.update({k: v for k, v in (overrides or {}).items() if v is not None})
     step_time, miou = _measured(summary, summary_path)
     baseline = select_baseline(load_baselines(baselines_path), key)
+    check_alike(summary, summary_path, baseline)
     tol = replace(Tolerances(), **baseline.tolerances)
     tol = replace(tol, **{k: v for k, v in (tolerances or {}).items() if v is not None})
 

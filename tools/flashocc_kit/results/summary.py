@@ -43,6 +43,8 @@ class CaseInfo:
     network: str = "FlashOCC"
     accuracy: bool = False  # an accuracy run must end with an evaluation; a performance run need not
     device_type: str = field(default_factory=platform.machine)  # ModelZoo's DeviceType: `uname -m`
+    lr: float | None = None  # the optimizer's learning rate the run was given
+    lr_rule: str | None = None  # how it was chosen (the launcher's rule, or --lr)
 
     def __post_init__(self) -> None:
         if not self.case_name or "/" in self.case_name or self.case_name.startswith("."):
@@ -147,7 +149,7 @@ class Summary:
             "schema": SCHEMA,
             "case_name": c.case_name, "network": c.network, "device": c.device, "device_type": c.device_type,
             "rank_size": c.rank_size, "batch_size": c.batch_size, "global_batch": c.global_batch,
-            "precision": c.precision, "accuracy_run": c.accuracy,
+            "precision": c.precision, "accuracy_run": c.accuracy, "lr": c.lr, "lr_rule": c.lr_rule,
             "modelzoo": dict(self.modelzoo()),
             "e2e_training_time_s": self.e2e_seconds, "e2e_source": self.e2e_source,
             "training_time_s": self.training_time_s, "fps": self.fps,

@@ -70,10 +70,16 @@ def _detected_device(run: Run) -> str:
         sys.path.remove(str(run.flashocc))
 
 
+def describe_lr(lr) -> str:
+    return "(the config's optimizer sets none)" if lr is None else f"{lr:.2e}"
+
+
 def describe(run: Run) -> str:
     length = f"{run.max_iters} iterations" if run.max_iters else f"{run.epochs} epochs"
+    nodes = f"{run.nodes} nodes x " if run.nodes > 1 else ""
     return (f"{run.case_name}: {MODES[run.mode]}\n  FlashOCC {run.flashocc}\n  config {run.config}, "
-            f"{run.devices} x {run.batch_size} samples, {length}, {run.precision}\n  data {run.data_dir}\n"
+            f"{nodes}{run.devices} x {run.batch_size} samples (global batch {run.global_batch}), {length}, "
+            f"{run.precision}\n  lr {describe_lr(run.lr)}: {run.lr_rule}\n  data {run.data_dir}\n"
             f"  work dir {run.work_dir}\n  output {run.output_dir}")
 
 
@@ -88,8 +94,7 @@ def execute(run: Run) -> int:
     for stale in run.output_dir.glob(f"{run.case_name}*"):  # a failed run must not leave an old summary
         stale.unlink()
     console = run.output_dir / "train_console.log"
-    if console.exists():
-        console.unlink()
+    console.write_text(describe(run) + "\n")  # the run's parameters, the lr rule among them, head the log
     started = time.time()
     code = stream(train_command(run), run.flashocc, env, console)
     if code != 0:
@@ -112,8 +117,9 @@ def summarize(run: Run, logs: list[Path], e2e: float) -> int:
     from ..results.summary import CaseInfo, summarize_run
 
     environment = environment_report(run)
-    case = CaseInfo(case_name=run.case_name, device=environment["device"], rank_size=run.devices,
-                    batch_size=run.batch_size, precision=run.precision, network=NETWORK, accuracy=run.accuracy)
+    case = CaseInfo(case_name=run.case_name, device=environment["device"], rank_size=run.devices * run.nodes,
+                    batch_size=run.batch_size, precision=run.precision, network=NETWORK, accuracy=run.accuracy,
+                    lr=run.lr, lr_rule=run.lr_rule)
     metrics = run.work_dir / RESULTS.replace(".pkl", ".metrics.json") if run.accuracy else None
     summary = summarize_run(run.work_dir, logs, run.output_dir, case, e2e_seconds=e2e, environment=environment,
                             metrics_file=metrics)

@@ -7,9 +7,10 @@ reaches mmcv as --cfg-options (no file is edited).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import KitError
@@ -32,6 +33,16 @@ MAX_ITERS = 200  # a performance run's length
 # Where runs write, under the FlashOCC root (the seed's layout): mmcv's work dirs and the summaries.
 WORK_DIRS = Path("work_dirs")
 OUTPUT_DIR = Path("test") / "output"
+# The learning rate follows the global batch: the config's lr is meant for its samples_per_gpu on the
+# launcher's default device count (flashocc-r50.py: 1e-4 at 8 x 4 = 32, the seed's), and a run of another
+# global batch gets lr x sqrt(global batch / that), to LR_DIGITS significant digits (gbs 192: 2.45e-4, the
+# reference port's 2025-08 value), unless --lr is given.
+LR_DIGITS = 3
+# One command per published recipe: what the reference port's runs used beyond the config.
+PRESETS = {
+    "drivingsdk-2025-08": {"batch_size": 24, "workers": 24, "lr": 2.45e-4,
+                           "about": "the reference port's 2025-08 results: 24 samples and 24 workers per card, lr 2.45e-4"},
+}
 # The synthetic set the smoke run trains on (generated on first use, at the smoke config's data_root);
 # the smoke baselines were measured on exactly this set.
 SMOKE_DATA = {"width": 352, "height": 198, "train_scenes": 12, "val_scenes": 3, "samples_per_scene": 8, "seed": 0}
@@ -91,6 +102,8 @@ class LaunchRequest:
     workers: int | None = None
     log_interval: int | None = None
     smoke: bool = False
+    lr: float | None = None
+    preset: str | None = None
     cfg_options: list[str] = field(default_factory=list)
 
 
@@ -112,7 +125,14 @@ class Run:
     log_interval: int
     workers: int | None = None
     data_root_given: bool = False
+    nodes: int = 1
+    lr: float | None = None
+    lr_rule: str = ""
     extra_cfg: list[str] = field(default_factory=list)
+
+    @property
+    def global_batch(self) -> int:
+        return self.nodes * self.devices * self.batch_size
 
     @property
     def accuracy(self) -> bool:
@@ -132,6 +152,8 @@ class Run:
 
     def cfg_options(self) -> list[str]:
         opts = [f"data.samples_per_gpu={self.batch_size}", f"log_config.interval={self.log_interval}"]
+        if self.lr is not None:
+            opts.append(f"optimizer.lr={self.lr!r}")
         if self.workers is not None:
             opts.append(f"data.workers_per_gpu={self.workers}")
         if self.precision == "fp16-backbone":
@@ -160,7 +182,39 @@ def locate_flashocc(workspace_flashocc: Path) -> Path:
                    f"{workspace_flashocc} does not exist. Fix: `python3 tools/kit.py setup`.")
 
 
+def round_significant(value: float, digits: int = LR_DIGITS) -> float:
+    return float(f"{value:.{digits - 1}e}")
+
+
+def learning_rate(config_lr: Optional[float], config_batch: int, default_devices: int, global_batch: int,
+                  given: Optional[float]) -> "tuple[Optional[float], str]":
+    """(lr, how it was chosen): --lr as given, else the config's scaled by sqrt(global batch / the config's)."""
+    if given is not None:
+        if not given > 0:
+            raise KitError(f"--lr must be above 0, got {given}")
+        return given, f"--lr {given:g}"
+    if config_lr is None:
+        return None, "the config's optimizer has no lr"
+    base = config_batch * default_devices
+    if global_batch == base:
+        return config_lr, f"the config's {config_lr:g} (global batch {global_batch}, as the config is meant for)"
+    lr = round_significant(config_lr * math.sqrt(global_batch / base))
+    return lr, (f"the config's {config_lr:g} at global batch {base} x sqrt({global_batch} / {base}), "
+                f"to {LR_DIGITS} digits")
+
+
+def apply_preset(request: LaunchRequest) -> LaunchRequest:
+    """The preset's values, under what the command line gives explicitly."""
+    if request.preset is None:
+        return request
+    if request.preset not in PRESETS:
+        raise KitError(f"--preset {request.preset}: choose from {', '.join(PRESETS)}")
+    values = {k: v for k, v in PRESETS[request.preset].items() if k != "about"}
+    return replace(request, **{k: v for k, v in values.items() if getattr(request, k) is None})
+
+
 def build_run(request: LaunchRequest, flashocc: Path) -> Run:
+    request = apply_preset(request)
     smoke = request.mode == "smoke" or request.smoke or os.environ.get(SMOKE_ENV) == "1"
     # the seed's interface: --epochs=N is an N-epoch performance run, no argument the accuracy run
     mode = {"seed": "perf" if request.epochs else "full"}.get(request.mode, request.mode)
@@ -186,13 +240,16 @@ def build_run(request: LaunchRequest, flashocc: Path) -> Run:
         epochs, max_iters = request.epochs or defaults.max_epochs, None
         if epochs is None:
             raise KitError(f"{config} trains by iterations (no runner.max_epochs): give --epochs")
+    default_devices = SMOKE_DEVICES if smoke else DEVICES
     run = Run(mode=mode, flashocc=flashocc, config=config,
-              devices=request.num_npu or (SMOKE_DEVICES if smoke else DEVICES),
+              devices=request.num_npu or default_devices, nodes=int(os.environ.get("NNODES", "1")),
               batch_size=request.batch_size or defaults.samples_per_gpu, epochs=epochs, max_iters=max_iters,
               precision=request.precision, smoke=smoke, work_dir=Path(), output_dir=Path(),
               data_root=request.data_root or defaults.data_root, data_root_given=request.data_root is not None,
               resume=request.resume, log_interval=request.log_interval or (1 if mode == "perf" else 5 if smoke else 10),
               workers=request.workers, extra_cfg=list(request.cfg_options))
+    run.lr, run.lr_rule = learning_rate(defaults.lr, defaults.samples_per_gpu, default_devices, run.global_batch,
+                                        request.lr)
     run.work_dir = Path(request.work_dir or flashocc / WORK_DIRS / run.case_name).resolve()
     run.output_dir = Path(request.output_dir or flashocc / OUTPUT_DIR / run.case_name).resolve()
     return run

@@ -1,0 +1,44 @@
+"""Pinned host memory (on for NPU and CUDA runs) keeps mmcv's DataContainer collation intact: the batches a
+pinning DataLoader hands over reach the model through MMDataParallel's scatter, tensors pinned, metas whole."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
+pytest.importorskip("mmcv", reason="needs mmcv: run the suite in the kit's environment")
+
+
+def test_a_pinned_mmcv_batch_reaches_the_model_with_its_tensors_pinned_and_its_metas_whole(monkeypatch):
+    from functools import partial
+
+    from mmcv.parallel import DataContainer, MMDataParallel, collate
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = set()
+
+    def fake_pin(self, *args, **kwargs):  # CPU-only here: record what the pinning thread would page-lock
+        copy = self.clone()
+        pinned.add(copy.data_ptr())
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    samples = [{"img_inputs": (torch.rand(6, 3, 8, 8), torch.eye(4).repeat(6, 1, 1)),
+                "voxel_semantics": torch.randint(0, 18, (20, 20, 4)),
+                "img_metas": DataContainer({"sample_idx": i, "flip": bool(i)}, cpu_only=True)} for i in range(2)]
+    batch = pin_memory(partial(collate, samples_per_gpu=2)(samples))  # what DataLoader(pin_memory=True) yields
+    seen = {}
+
+    class Model(torch.nn.Module):
+        def forward(self, img_metas, img_inputs, voxel_semantics):
+            seen.update(metas=img_metas, inputs=img_inputs, semantics=voxel_semantics)
+            return {}
+
+        def train_step(self, data, optimizer):
+            return self(**data)
+
+    MMDataParallel(Model()).train_step(batch, None)  # CPU: scatter to -1, DataContainers unwrapped
+    assert [m["sample_idx"] for m in seen["metas"]] == [0, 1] and seen["metas"][1]["flip"] is True
+    imgs, poses = seen["inputs"]
+    assert imgs.shape == (2, 6, 3, 8, 8) and poses.shape == (2, 6, 4, 4)
+    assert {imgs.data_ptr(), poses.data_ptr(), seen["semantics"].data_ptr()} <= pinned
