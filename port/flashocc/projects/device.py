@@ -133,6 +133,16 @@ def _register_npu_optimizer(name: str) -> None:
         OPTIMIZERS.register_module(module=getattr(torch_npu.optim, name))
 
 
+def device_count() -> int:
+    """Accelerators this node has for the device in use (CPU: its cores)."""
+    device = device_type()
+    if device == 'npu':
+        return int(torch.npu.device_count())
+    if device == 'cuda':
+        return torch.cuda.device_count()
+    return os.cpu_count() or 1
+
+
 def pin_memory() -> bool:
     """Page-locked host batches for the accelerator's copies; the CPU has none to make."""
     return device_type() in ('npu', 'cuda')

@@ -6,7 +6,7 @@ import argparse
 
 from ..stackenv import ensure_stack
 from ..training.commands import train_command
-from ..training.execute import describe, execute
+from ..training.execute import describe, execute, resolve_resume
 from ..training.run import (
     CONFIG,
     DEVICES,
@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             "config's global batch), to 3 digits)")
     p.add_argument("--preset", choices=PRESETS, help="a published recipe: " + "; ".join(
         f"{name}: {values['about']}" for name, values in PRESETS.items()) + " (explicit options win)")
+    p.add_argument("--stall-timeout", type=float, metavar="SECONDS",
+                   help="end the run when a rank makes no progress this long (default: the slowest step so far + "
+                        "3 minutes, at least 5; 15 minutes to the first step)")
+    p.add_argument("--node-timeout", type=float, metavar="SECONDS",
+                   help="multi-node: how long the nodes' launchers wait for each other before torchrun (default 600)")
     p.add_argument("--cfg-options", nargs="+", default=[], help="more config overrides, key=value")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.set_defaults(func=run)
@@ -61,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
                             max_iters=args.max_iters, precision=args.precision, data_root=args.data_root,
                             work_dir=args.work_dir, output_dir=args.output_dir, resume=args.resume,
                             config=args.config, workers=args.workers, log_interval=args.log_interval,
-                            smoke=args.smoke, lr=args.lr, preset=args.preset, cfg_options=args.cfg_options)
+                            smoke=args.smoke, lr=args.lr, preset=args.preset, stall_timeout=args.stall_timeout,
+                            node_timeout=args.node_timeout, cfg_options=args.cfg_options)
     training_run = build_run(request, flashocc)
     if args.dry_run:
         print(describe(training_run))
+        training_run.resume_from = resolve_resume(training_run)
         print(" ".join(train_command(training_run)))
         return 0
     return execute(training_run)

@@ -124,6 +124,37 @@ def find_logs(work_dir: Path) -> RunLogs:
     return RunLogs(json_log if json_log.is_file() else None, text_log if text_log.is_file() else None)
 
 
+def logs_since(work_dir: Path, stamp: str) -> list[RunLogs]:
+    """Every run's logs in a work dir from the mmcv timestamp `stamp` (YYYYmmdd_HHMMSS) on, oldest first: the
+    legs of a resumed run."""
+    stamps = {p.name[: -len(".log.json")] for p in work_dir.glob("*.log.json")}
+    stamps |= {p.name[: -len(".log")] for p in work_dir.glob("*.log") if _TIMESTAMP_NAME.match(p.name)}
+    found = []
+    for name in sorted(s for s in stamps if s >= stamp):
+        json_log, text_log = work_dir / f"{name}.log.json", work_dir / f"{name}.log"
+        found.append(RunLogs(json_log if json_log.is_file() else None, text_log if text_log.is_file() else None))
+    return found
+
+
+def join_legs(legs: list[TrainLog]) -> TrainLog:
+    """The training of a run resumed (perhaps several times), oldest leg first: each leg's records up to where
+    the next leg took over (an interrupted epoch is trained again from its start), then the last leg's."""
+    last = legs[-1]
+    records: list[TrainRecord] = []
+    for leg, following in zip(legs, legs[1:] + [None]):
+        if following is None or not following.records:
+            records += leg.records
+            continue
+        first = following.records[0]
+        records += [r for r in leg.records if r.step < first.step]
+    joined = TrainLog(records=records, source=last.source, source_kind=last.source_kind,
+                      iters_per_epoch=last.iters_per_epoch, iters_per_epoch_estimated=last.iters_per_epoch_estimated,
+                      meta=last.meta, notes=[n for leg in legs for n in leg.notes])
+    if len(legs) > 1:
+        joined.notes.append(f"resumed: {len(legs)} legs joined ({', '.join(str(leg.source) for leg in legs)})")
+    return joined
+
+
 def read_lines(path: Path) -> tuple[list[str], str | None]:
     """The complete lines of a log, and its last line if that one was cut off (no newline: the writer died).
 

@@ -126,6 +126,7 @@ class Summary:
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     files: dict[str, str | None] = field(default_factory=dict)
+    resumed: dict[str, Any] | None = None  # a resumed run: from where, and its legs
 
     def modelzoo(self) -> list[tuple[str, str]]:
         """The ModelZoo log lines, in the order the DrivingSDK launch scripts write them."""
@@ -165,6 +166,7 @@ class Summary:
                 "miou": ev.miou, "per_class_iou": ev.per_class, "samples": ev.samples, "epoch": ev.epoch,
                 "source": ev.source, "history": [{"epoch": e, "miou": m} for e, m in ev.history]},
             "environment": self.environment,
+            "resumed": self.resumed,
             "run": self.train.meta,
             "sources": {"train_records": str(self.train.source), "train_records_kind": self.train.source_kind,
                         "console_logs": [str(p) for p in self.console_logs]},
@@ -285,7 +287,8 @@ def write_summary(summary: Summary, output_dir: Path, *, plot_curves: bool = Tru
 def summarize_run(work_dir: Path, console_logs: Path | Sequence[Path] | None, output_dir: Path, case: CaseInfo, *,
                   e2e_seconds: float | None = None, options: SummaryOptions = SummaryOptions(),
                   environment: Mapping[str, Any] | None = None, iters_per_epoch: int | None = None,
-                  plot_curves: bool = True, metrics_file: Path | None = None) -> Summary:
+                  plot_curves: bool = True, metrics_file: Path | None = None, resumed: Mapping[str, Any] | None = None,
+                  legs_since: str | None = None) -> Summary:
     """Parse a finished run and write its ModelZoo log, JSON summary and curves into output_dir.
 
     work_dir: the training's --work-dir (mmcv's <timestamp>.log.json and .log; the newest run's are read).
@@ -294,6 +297,8 @@ def summarize_run(work_dir: Path, console_logs: Path | Sequence[Path] | None, ou
     e2e_seconds: the launcher's wall time of the run; None estimates it from the text log's timestamps.
     environment: recorded as given (versions, device kind and count...); must be JSON-serializable.
     iters_per_epoch: numbers the iterations when the logs do not show it (only the JSON log survived).
+    legs_since: for a resumed run, the mmcv timestamp its first leg started at: every leg's logs are joined.
+    resumed: recorded as given (from where the run was resumed, its legs).
     Raises KitError (subclasses NoIterationsError, NonFiniteLossError) with a message naming the problem.
     """
     if console_logs is None:
@@ -303,6 +308,10 @@ def summarize_run(work_dir: Path, console_logs: Path | Sequence[Path] | None, ou
     console_logs = [Path(p) for p in console_logs]
     logs = logparse.find_logs(Path(work_dir))
     train = logparse.parse_train(logs, console_logs, iters_per_epoch)
+    earlier = [leg for leg in logparse.logs_since(Path(work_dir), legs_since) if leg != logs] if legs_since else []
+    if earlier:
+        legs = [logparse.parse_train(leg, (), iters_per_epoch, check=False) for leg in earlier]
+        train = logparse.join_legs([leg for leg in legs if leg.records] + [train])
     evaluation = logparse.parse_eval(console_logs, logs.json_log, metrics_file)
     e2e_source = "launcher"
     if e2e_seconds is None:
@@ -310,5 +319,6 @@ def summarize_run(work_dir: Path, console_logs: Path | Sequence[Path] | None, ou
         e2e_source = f"estimated from the timestamps of {logs.text_log}"
     summary = build_summary(train, evaluation, case, options=options, e2e_seconds=e2e_seconds,
                             e2e_source=e2e_source, environment=environment, console_logs=console_logs)
+    summary.resumed = dict(resumed) if resumed else None
     write_summary(summary, Path(output_dir), plot_curves=plot_curves)
     return summary

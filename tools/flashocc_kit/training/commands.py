@@ -10,10 +10,11 @@ from ..stackenv import torchrun
 from .run import Run
 
 
-def torchrun_prefix(devices: int) -> list[str]:
-    """Single- or multi-node, from NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT."""
-    return [*torchrun(), f"--nnodes={os.environ.get('NNODES', '1')}",
-            f"--node_rank={os.environ.get('NODE_RANK', '0')}", f"--nproc_per_node={devices}",
+def torchrun_prefix(devices: int, this_node_only: bool = False) -> list[str]:
+    """Single- or multi-node, from NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT (or this node alone)."""
+    nnodes, node_rank = ("1", "0") if this_node_only else (os.environ.get("NNODES", "1"),
+                                                           os.environ.get("NODE_RANK", "0"))
+    return [*torchrun(), f"--nnodes={nnodes}", f"--node_rank={node_rank}", f"--nproc_per_node={devices}",
             f"--master_addr={os.environ.get('MASTER_ADDR', '127.0.0.1')}",
             f"--master_port={os.environ.get('MASTER_PORT', '29500')}"]
 
@@ -21,18 +22,17 @@ def torchrun_prefix(devices: int) -> list[str]:
 def train_command(run: Run) -> list[str]:
     cmd = [*torchrun_prefix(run.devices), "tools/train.py", run.config, "--launcher", "pytorch",
            "--work-dir", str(run.work_dir), "--seed", "0"]
-    if run.resume == "auto":
-        cmd.append("--auto-resume")
-    elif run.resume:
-        cmd += ["--resume-from", run.resume]
+    if run.resume_from is not None:
+        cmd += ["--resume-from", str(run.resume_from)]
     return cmd + ["--cfg-options", *run.cfg_options()]
 
 
 def test_command(run: Run, checkpoint: Path, results: Path) -> list[str]:
     opts = [o for o in run.cfg_options() if o.startswith(("data.", "model."))]
-    return [*torchrun_prefix(run.devices), "tools/test.py", run.config, str(checkpoint), "--launcher", "pytorch",
-            "--eval", "mIoU", "--out", str(results), "--tmpdir", str(run.work_dir / ".eval_tmp"),
-            "--cfg-options", *opts]
+    # node 0 evaluates alone (its devices), after the nodes trained together
+    return [*torchrun_prefix(run.devices, this_node_only=True), "tools/test.py", run.config, str(checkpoint),
+            "--launcher", "pytorch", "--eval", "mIoU", "--out", str(results),
+            "--tmpdir", str(run.work_dir / ".eval_tmp"), "--cfg-options", *opts]
 
 
 def cpus_available() -> int:

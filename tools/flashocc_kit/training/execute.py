@@ -1,36 +1,60 @@
-"""A whole run: the smoke set on first use, training, evaluation, the summaries and pictures."""
+"""A whole run: checks, the smoke set on first use, the meeting of the nodes, training under the stall
+watch, evaluation, the summaries and pictures."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .. import ascend
 from ..errors import KitError
+from .checkpoints import check_resume_path, read_legs, record_leg, resume_point
 from .commands import rank_environment, test_command, train_command
+from .nodes import Nodes, meet
+from .preflight import check_devices, check_work_dir, environment_check
 from .run import MODES, NETWORK, SMOKE_DATA, Run
 from .stream import report_failure, stream
+from .watch import StallWatch
 
 RESULTS = "results.pkl"  # tools/test.py --out, in the work dir; the metrics land beside it (.metrics.json)
+HEARTBEAT_ENV = "FLASHOCC_HEARTBEAT_DIR"  # read by the port's tools/train.py
+HEARTBEATS = ".heartbeat"  # in the work dir
+
+
+@contextmanager
+def exclusively(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on path (created if need be): one preparer at a time, across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_smoke_data(run: Run) -> None:
-    """Generate the smoke run's synthetic set the first time; reuse it afterwards."""
+    """Generate the smoke run's synthetic set the first time, once however many launchers want it (the nodes
+    of a run on one machine, or on a shared filesystem); reuse it afterwards."""
     from ..synth.generate import generate
     from ..synth.options import SynthOptions
     from ..synth.target import read_marker
 
     root = run.data_dir
     wanted = SynthOptions(**SMOKE_DATA)
-    marker = read_marker(root) if root.is_dir() else None
-    if marker is None:
-        print(f"generating the synthetic smoke set in {root} ({SMOKE_DATA})", flush=True)
-        generate(wanted, root, run.data_root)
-    elif marker.get("parameters") != wanted.parameters():
-        print(f"note: {root} was generated with {marker.get('parameters')}, not the smoke run's {SMOKE_DATA}: "
-              "results are not comparable with the smoke baselines", file=sys.stderr)
+    with exclusively(root.parent / f".{root.name}.lock"):
+        marker = read_marker(root) if root.is_dir() else None
+        if marker is None:
+            print(f"generating the synthetic smoke set in {root} ({SMOKE_DATA})", flush=True)
+            generate(wanted, root, run.data_root)
+        elif marker.get("parameters") != wanted.parameters():
+            print(f"note: {root} was generated with {marker.get('parameters')}, not the smoke run's {SMOKE_DATA}: "
+                  "results are not comparable with the smoke baselines", file=sys.stderr)
 
 
 def final_checkpoint(run: Run) -> Path:
@@ -57,7 +81,7 @@ def environment_report(run: Run) -> dict:
             continue
     kind = "cpu" if run.smoke else os.environ.get("FLASHOCC_DEVICE") or _detected_device(run)
     return {"versions": versions, "python": sys.version.split()[0], "device": kind, "device_count": run.devices,
-            "nodes": int(os.environ.get("NNODES", "1")), "host": os.uname().nodename}
+            "nodes": run.nodes, "host": os.uname().nodename}
 
 
 def _detected_device(run: Run) -> str:
@@ -83,46 +107,89 @@ def describe(run: Run) -> str:
             f"  work dir {run.work_dir}\n  output {run.output_dir}")
 
 
-def execute(run: Run) -> int:
-    print(describe(run), flush=True)
+def resolve_resume(run: Run) -> Path | None:
+    """The checkpoint the run continues from: --resume PATH as given, or for `auto` the newest sound one."""
+    if run.resume is None:
+        return None
+    if run.resume != "auto":
+        return check_resume_path(Path(run.resume))
+    found, skipped = resume_point(run.work_dir)
+    for why in skipped:
+        print(f"warning: not resuming from {why}", file=sys.stderr)
+    print(f"resuming from {found}" if found else f"nothing to resume in {run.work_dir}: starting afresh", flush=True)
+    return found
+
+
+def prepare(run: Run) -> None:
+    """Everything that can fail before the ranks start, so that it fails here, with its reason."""
+    environment_check()
+    check_work_dir(run.work_dir, run.smoke)
+    check_devices(run)
+    run.resume_from = resolve_resume(run)
     if run.smoke:
         ensure_smoke_data(run)
-    env = rank_environment(run)
+
+
+def execute(run: Run) -> int:
+    nodes = Nodes.from_environment()
+    print(describe(run), flush=True)
+    failure = None
+    try:
+        prepare(run)
+    except KitError as exc:
+        failure = str(exc)
+    meet(nodes, failure, run.node_timeout)  # every node checked, or none starts
+    env = {**rank_environment(run), HEARTBEAT_ENV: str(run.work_dir / HEARTBEATS)}
     if "TASK_QUEUE_ENABLE" in env:
         ascend.quiet_device_logs(run.devices)
     run.output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run.output_dir.glob(f"{run.case_name}*"):  # a failed run must not leave an old summary
-        stale.unlink()
+    if nodes.rank == 0:
+        for stale in run.output_dir.glob(f"{run.case_name}*"):  # a failed run must not leave an old summary
+            stale.unlink()
     console = run.output_dir / "train_console.log"
     console.write_text(describe(run) + "\n")  # the run's parameters, the lr rule among them, head the log
+    first_rank = nodes.rank * run.devices
+    watch = StallWatch(run.work_dir / HEARTBEATS, list(range(first_rank, first_rank + run.devices)),
+                       run.stall_timeout)
     started = time.time()
-    code = stream(train_command(run), run.flashocc, env, console)
+    code = stream(train_command(run), run.flashocc, env, console, watch)
+    if nodes.rank == 0:
+        record_leg(run.work_dir, started, time.time() - started, run.resume_from, "ok" if code == 0 else f"exit {code}")
     if code != 0:
         return report_failure("training", code, console, run.work_dir)
-    e2e = time.time() - started
+    if nodes.rank != 0:
+        print(f"node {nodes.rank}: training done. Node 0 ({nodes.master_addr}) evaluates and writes the summaries, "
+              f"in its {run.output_dir}")
+        return 0
     logs = [console]
     if run.accuracy:
         eval_log = run.output_dir / "eval_console.log"
         if eval_log.exists():
             eval_log.unlink()
         results = run.work_dir / RESULTS
-        code = stream(test_command(run, final_checkpoint(run), results), run.flashocc, env, eval_log)
+        code = stream(test_command(run, final_checkpoint(run), results), run.flashocc, env, eval_log,
+                      StallWatch(run.work_dir / HEARTBEATS, [], run.stall_timeout))
         if code != 0:
             return report_failure("evaluation", code, eval_log, run.work_dir)
         logs.append(eval_log)
-    return summarize(run, logs, e2e)
+    return summarize(run, logs)
 
 
-def summarize(run: Run, logs: list[Path], e2e: float) -> int:
+def summarize(run: Run, logs: list[Path]) -> int:
     from ..results.summary import CaseInfo, summarize_run
 
+    legs = read_legs(run.work_dir)
+    if run.resume_from is None:
+        legs = legs[-1:]
     environment = environment_report(run)
     case = CaseInfo(case_name=run.case_name, device=environment["device"], rank_size=run.devices * run.nodes,
                     batch_size=run.batch_size, precision=run.precision, network=NETWORK, accuracy=run.accuracy,
                     lr=run.lr, lr_rule=run.lr_rule)
     metrics = run.work_dir / RESULTS.replace(".pkl", ".metrics.json") if run.accuracy else None
-    summary = summarize_run(run.work_dir, logs, run.output_dir, case, e2e_seconds=e2e, environment=environment,
-                            metrics_file=metrics)
+    resumed = {"from": str(run.resume_from), "legs": legs} if run.resume_from is not None else None
+    summary = summarize_run(run.work_dir, logs, run.output_dir, case, e2e_seconds=sum(leg["seconds"] for leg in legs),
+                            environment=environment, metrics_file=metrics, resumed=resumed,
+                            legs_since=legs[0]["stamp"] if resumed else None)
     print(summary.describe())
     if run.smoke and run.accuracy:
         from ..visualize import render_run

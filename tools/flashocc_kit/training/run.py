@@ -41,7 +41,8 @@ LR_DIGITS = 3
 # One command per published recipe: what the reference port's runs used beyond the config.
 PRESETS = {
     "drivingsdk-2025-08": {"batch_size": 24, "workers": 24, "lr": 2.45e-4,
-                           "about": "the reference port's 2025-08 results: 24 samples and 24 workers per card, lr 2.45e-4"},
+                           "about": "the reference port's 2025-08 results: 24 samples and 24 workers per card, "
+                                    "lr 2.45e-4"},
 }
 # The synthetic set the smoke run trains on (generated on first use, at the smoke config's data_root);
 # the smoke baselines were measured on exactly this set.
@@ -104,6 +105,8 @@ class LaunchRequest:
     smoke: bool = False
     lr: float | None = None
     preset: str | None = None
+    stall_timeout: float | None = None
+    node_timeout: float | None = None
     cfg_options: list[str] = field(default_factory=list)
 
 
@@ -128,6 +131,9 @@ class Run:
     nodes: int = 1
     lr: float | None = None
     lr_rule: str = ""
+    stall_timeout: float | None = None  # None: the stall watch's own rule
+    node_timeout: float = 600.0  # how long the nodes' launchers wait for each other
+    resume_from: Path | None = None  # the checkpoint `resume` resolved to (execute decides)
     extra_cfg: list[str] = field(default_factory=list)
 
     @property
@@ -186,8 +192,8 @@ def round_significant(value: float, digits: int = LR_DIGITS) -> float:
     return float(f"{value:.{digits - 1}e}")
 
 
-def learning_rate(config_lr: Optional[float], config_batch: int, default_devices: int, global_batch: int,
-                  given: Optional[float]) -> "tuple[Optional[float], str]":
+def learning_rate(config_lr: float | None, config_batch: int, default_devices: int, global_batch: int,
+                  given: float | None) -> tuple[float | None, str]:
     """(lr, how it was chosen): --lr as given, else the config's scaled by sqrt(global batch / the config's)."""
     if given is not None:
         if not given > 0:
@@ -248,6 +254,11 @@ def build_run(request: LaunchRequest, flashocc: Path) -> Run:
               data_root=request.data_root or defaults.data_root, data_root_given=request.data_root is not None,
               resume=request.resume, log_interval=request.log_interval or (1 if mode == "perf" else 5 if smoke else 10),
               workers=request.workers, extra_cfg=list(request.cfg_options))
+    for name, value in (("--stall-timeout", request.stall_timeout), ("--node-timeout", request.node_timeout)):
+        if value is not None and not value > 0:
+            raise KitError(f"{name} must be above 0 seconds, got {value}")
+    run.stall_timeout = request.stall_timeout
+    run.node_timeout = request.node_timeout or run.node_timeout
     run.lr, run.lr_rule = learning_rate(defaults.lr, defaults.samples_per_gpu, default_devices, run.global_batch,
                                         request.lr)
     run.work_dir = Path(request.work_dir or flashocc / WORK_DIRS / run.case_name).resolve()

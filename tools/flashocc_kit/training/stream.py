@@ -2,38 +2,100 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+from .watch import StallWatch, read_heartbeats
 
-def stream(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> int:
-    """Run cmd, its output to the terminal and to log; Ctrl-C/TERM reach the whole process group."""
+STALL_EXIT = 124  # as timeout(1) does: the run was ended for making no progress
+POLL_SECONDS = 2.0
+STACK_DUMP_SECONDS = 5.0  # for the ranks' stacks to reach the log
+TERMINATE_SECONDS = 20.0
+
+
+def _pump(stream, chunks: queue.Queue) -> None:
+    """Read the child's output as it comes (bytes: a progress bar without newlines counts too)."""
+    while True:
+        data = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        chunks.put(data)
+        if not data:
+            return
+
+
+def stream(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, watch: StallWatch | None = None) -> int:
+    """Run cmd, its output to the terminal and to log; Ctrl-C/TERM reach the whole process group. With a
+    watch, a run that stops making progress is ended: its ranks' stacks are logged first (SIGUSR1)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"$ {' '.join(cmd)}", flush=True)
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
+    with log.open("ab") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n".encode())
+        fh.flush()
         proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
         def forward(signum, _frame):
             os.killpg(proc.pid, signum)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        chunks: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc.stdout, chunks), daemon=True)
+        reader.start()
+        stalled = None
+        ended_at = None
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:  # flushed per line: the log is followed live (tail -f, tests)
-                sys.stdout.write(line)
-                sys.stdout.flush()
-                fh.write(line)
-                fh.flush()
-            return proc.wait()
+            while True:
+                try:
+                    data = chunks.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    data = None
+                if data:  # flushed as it comes: the log is followed live (tail -f, tests)
+                    sys.stdout.buffer.write(data)
+                    sys.stdout.flush()
+                    fh.write(data)
+                    fh.flush()
+                    if watch is not None:
+                        watch.output_seen()
+                elif data == b"":
+                    break
+                if watch is not None and stalled is None:
+                    stalled = watch.check()
+                    if stalled:
+                        _end_stalled_run(proc, watch, fh, stalled)
+                        ended_at = time.time()
+                if ended_at is not None and time.time() - ended_at > TERMINATE_SECONDS:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+    if stalled:
+        print(f"error: {stalled}", file=sys.stderr)
+        return STALL_EXIT
+    return code
+
+
+def _end_stalled_run(proc: subprocess.Popen, watch: StallWatch, fh, reason: str) -> None:
+    """Log why, ask each rank for its Python stack, then end the whole process group."""
+    fh.write(f"\n[kit stall watch] {reason}\n[kit stall watch] the ranks' stacks follow; then the run "
+             "is ended\n".encode())
+    fh.flush()
+    for beat in read_heartbeats(watch.directory).values():
+        if beat.pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(beat.pid, signal.SIGUSR1)
+    deadline = time.time() + STACK_DUMP_SECONDS
+    while time.time() < deadline:  # let the stacks reach the pipe; the pump keeps reading meanwhile
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
 
 
 ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+).*?traceback\s*:\s*([^\n]*)",

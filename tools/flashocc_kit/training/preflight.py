@@ -1,0 +1,59 @@
+"""Checks before any rank starts: what would otherwise fail minutes into an 8-card run, or at its first save."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import KitError
+from .run import Run
+
+MIN_FREE_BYTES = 2 * 1024**3  # a flashocc-r50 checkpoint is ~0.3 GB; with logs and a few of them, 2 GB
+SMOKE_MIN_FREE_BYTES = 256 * 1024**2
+
+
+def check_work_dir(work_dir: Path, smoke: bool) -> None:
+    """The work dir can be created and written, and its filesystem has room for checkpoints."""
+    existing = work_dir
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=work_dir, prefix=".kit-write-test-"):
+            pass
+    except OSError as exc:
+        raise KitError(f"work dir {work_dir} cannot be written ({exc.strerror or exc}). Fix: give a writable "
+                       "--work-dir") from None
+    free = shutil.disk_usage(work_dir).free
+    needed = SMOKE_MIN_FREE_BYTES if smoke else MIN_FREE_BYTES
+    if free < needed:
+        raise KitError(f"work dir {work_dir}: only {free / 1024**2:.0f} MiB free, and checkpoints need at least "
+                       f"{needed / 1024**2:.0f} MiB. Fix: free space, or give another --work-dir")
+
+
+def device_count(run: Run) -> tuple[str, int | None]:
+    """The device the ranks will use and how many this node has (None: not countable here)."""
+    import sys
+
+    sys.path.insert(0, str(run.flashocc))
+    try:
+        from projects import device  # the port's own decision
+
+        kind = "cpu" if run.smoke else device.device_type()
+        return kind, device.device_count() if kind != "cpu" else None
+    finally:
+        sys.path.remove(str(run.flashocc))
+
+
+def check_devices(run: Run) -> None:
+    kind, count = device_count(run)
+    if count is not None and run.devices > count:
+        raise KitError(f"--num-npu {run.devices}, but this node has {count} {kind.upper()} device(s). Fix: "
+                       f"--num-npu {count} (or less), or check ASCEND_RT_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES")
+
+
+def environment_check() -> None:
+    if os.environ.get("NNODES") and not os.environ.get("MASTER_ADDR") and os.environ.get("NNODES") != "1":
+        raise KitError("NNODES > 1 needs MASTER_ADDR: the address of node 0, the same on every node")

@@ -1,0 +1,92 @@
+"""The stall watch: a run whose ranks stop making progress is ended, not left to hold its devices.
+
+Progress is the run's output (any rank's, any byte: a progress bar counts) and, while training, each
+rank's heartbeat file (the port's RankHeartbeatHook writes <dir>/rank<N>.json every iteration). A
+run is stalled when there is no output for the timeout, or when a training rank's heartbeat is
+older than it. The timeout is --stall-timeout, else a margin past the slowest step logged so far
+(before the first step: the start-up allowance, for building the model and the first batches).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STARTUP_SECONDS = 900.0  # before the first heartbeat: model build, data set, the first batches
+MARGIN_SECONDS = 180.0  # past the slowest step seen
+MINIMUM_SECONDS = 300.0
+
+
+@dataclass
+class Heartbeat:
+    rank: int
+    epoch: int
+    iter: int
+    phase: str
+    time: float
+    pid: int | None = None
+
+    def where(self) -> str:
+        return f"rank {self.rank}: {self.phase}, epoch {self.epoch}, iteration {self.iter}"
+
+
+def read_heartbeats(directory: Path) -> dict[int, Heartbeat]:
+    beats = {}
+    for path in Path(directory).glob("rank*.json"):
+        try:
+            data = json.loads(path.read_text())
+            beats[int(data["rank"])] = Heartbeat(int(data["rank"]), int(data["epoch"]), int(data["iter"]),
+                                                 str(data["phase"]), float(data["time"]), data.get("pid"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being replaced right now, or not ours
+    return beats
+
+
+@dataclass
+class StallWatch:
+    directory: Path  # the heartbeat directory
+    ranks: list[int]  # the global ranks this node runs
+    timeout: float | None = None  # --stall-timeout; None: the default rule
+    started: float = field(default_factory=time.time)
+    last_output: float = field(default_factory=time.time)
+    slowest_step: float = 0.0
+    _previous: dict[int, Heartbeat] = field(default_factory=dict)
+
+    def output_seen(self) -> None:
+        self.last_output = time.time()
+
+    def limit(self, beats: dict[int, Heartbeat]) -> float:
+        if self.timeout is not None:
+            return self.timeout
+        if not beats:
+            return STARTUP_SECONDS
+        return max(MINIMUM_SECONDS, self.slowest_step + MARGIN_SECONDS)
+
+    def check(self, now: float | None = None) -> str | None:
+        """None while the run makes progress; else why it is stalled, naming each rank and where it was."""
+        now = time.time() if now is None else now
+        beats = read_heartbeats(self.directory)
+        for rank, beat in beats.items():  # the step times the heartbeats show
+            before = self._previous.get(rank)
+            if before and beat.phase == before.phase == "train" and beat.iter > before.iter:
+                self.slowest_step = max(self.slowest_step, (beat.time - before.time) / (beat.iter - before.iter))
+        self._previous = beats
+        limit = self.limit(beats)
+        silent = now - self.last_output
+        training = [b for b in beats.values() if b.phase == "train"]
+        stale = sorted(b.rank for b in training if now - b.time > limit)
+        missing = [r for r in self.ranks if r not in beats] if now - self.started > limit else []
+        if silent <= limit and not stale and not missing:
+            return None
+        parts = []
+        if stale:
+            parts.append(f"rank(s) {', '.join(map(str, stale))} stopped logging iterations")
+        if missing:
+            parts.append(f"rank(s) {', '.join(map(str, missing))} never logged an iteration")
+        if silent > limit:
+            parts.append(f"no output for {silent:.0f} s")
+        where = "; ".join(f"{b.where()} ({now - b.time:.0f} s ago)" for b in sorted(beats.values(),
+                                                                                     key=lambda b: b.rank))
+        return (f"stalled: {' and '.join(parts)} (limit {limit:.0f} s)" + (f". Last heard: {where}" if where else ""))
