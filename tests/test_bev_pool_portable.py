@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.cell  # held on every cell of the support matrix (`kit.py test --short`)
+
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 
 

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import PORT_FLASHOCC
 
+pytestmark = pytest.mark.cell  # held on every cell of the support matrix (`kit.py test --short`)
+
 pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 
 STANDINS = {

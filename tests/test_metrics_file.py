@@ -12,6 +12,8 @@ from flashocc_kit.errors import KitError
 from flashocc_kit.occ3d import OCC_CLASSES, SCORED_CLASSES
 from flashocc_kit.results import logparse
 
+pytestmark = pytest.mark.cell  # held on every cell of the support matrix (`kit.py test --short`)
+
 np = pytest.importorskip("numpy", reason="the port's metrics module needs numpy (the kit's environment has it)")
 
 

@@ -20,6 +20,8 @@ from flashocc_kit import patching
 from flashocc_kit.pins import load_projects
 from flashocc_kit.pypi import download_sdist, unpack_sdist
 
+pytestmark = pytest.mark.cell  # held on every cell of the support matrix (`kit.py test --short`)
+
 pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 
 WORKER = textwrap.dedent("""

@@ -11,6 +11,8 @@ import copy
 
 import pytest
 
+pytestmark = pytest.mark.cell  # held on every cell of the support matrix (`kit.py test --short`)
+
 np = pytest.importorskip("numpy", reason="needs numpy: run the suite in the kit's environment")
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 

@@ -8,6 +8,8 @@ import types
 
 import pytest
 
+pytestmark = pytest.mark.cell  # held on every cell of the support matrix (`kit.py test --short`)
+
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 
 

@@ -13,6 +13,8 @@ import math
 
 import pytest
 
+pytestmark = pytest.mark.cell  # held on every cell of the support matrix (`kit.py test --short`)
+
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 
 

@@ -149,7 +149,7 @@ class Run:
         kind = "acc" if self.accuracy else "perf"
         tag = "_fp16backbone" if self.precision == "fp16-backbone" else ""
         smoke = "_cpusmoke" if self.smoke else ""
-        return f"{NETWORK}{smoke}_bs{self.devices * self.batch_size}_{self.devices}p_{kind}{tag}"
+        return f"{NETWORK}{smoke}_bs{self.global_batch}_{self.nodes * self.devices}p_{kind}{tag}"
 
     @property
     def data_dir(self) -> Path:

@@ -1,0 +1,155 @@
+"""What keeps a long run alive or ends it clearly: sound resume points, the nodes' meeting, the stall watch,
+the checks before any rank starts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from flashocc_kit.errors import KitError
+from flashocc_kit.training import checkpoints, nodes, preflight
+from flashocc_kit.training.watch import StallWatch
+
+
+def torch_like_checkpoint(path: Path, payload: bytes = b"x" * 4096) -> Path:
+    """What torch.save writes: a zip archive holding <name>/data.pkl and the tensor data."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{path.stem}/data.pkl", b"pickle")
+        archive.writestr(f"{path.stem}/data/0", payload)
+    return path
+
+
+def test_a_checkpoint_cut_off_mid_save_is_skipped_for_the_one_before(tmp_path):
+    torch_like_checkpoint(tmp_path / "epoch_1.pth")
+    second = torch_like_checkpoint(tmp_path / "epoch_2.pth")
+    second.write_bytes(second.read_bytes()[: len(second.read_bytes()) // 2])  # the job died while writing it
+    (tmp_path / "latest.pth").symlink_to("epoch_2.pth")
+    torch_like_checkpoint(tmp_path / "epoch_2_ema.pth")  # EMA copies are not resume points
+    found, skipped = checkpoints.resume_point(tmp_path)
+    assert found == tmp_path / "epoch_1.pth"
+    assert len(skipped) == 1 and "latest.pth -> epoch_2.pth" in skipped[0] and "cut off" in skipped[0]
+
+
+def test_a_damaged_or_missing_resume_path_is_refused_before_training(tmp_path):
+    with pytest.raises(KitError, match="no such checkpoint"):
+        checkpoints.check_resume_path(tmp_path / "nope.pth")
+    bad = tmp_path / "epoch_3.pth"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(KitError, match="not a complete torch checkpoint"):
+        checkpoints.check_resume_path(bad)
+    assert checkpoints.resume_point(tmp_path / "empty")[0] is None
+
+
+def test_legs_of_a_resumed_run_accumulate_and_a_fresh_start_forgets_them(tmp_path):
+    checkpoints.record_leg(tmp_path, time.time(), 100.0, None, "exit -9")
+    legs = checkpoints.record_leg(tmp_path, time.time(), 40.0, tmp_path / "epoch_1.pth", "ok")
+    assert [leg["seconds"] for leg in legs] == [100.0, 40.0] and legs[1]["resumed_from"].endswith("epoch_1.pth")
+    assert len(legs[0]["stamp"]) == len("20261201_101500")
+    assert len(checkpoints.record_leg(tmp_path, time.time(), 5.0, None, "ok")) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def meet_both(failures: dict[int, str | None], timeout: float = 30.0) -> dict[int, object]:
+    port = free_port() - 1  # the barrier listens on MASTER_PORT + 1
+    results: dict[int, object] = {}
+
+    def node(rank: int) -> None:
+        try:
+            nodes.meet(nodes.Nodes(2, rank, "127.0.0.1", port), failures.get(rank), timeout)
+            results[rank] = "go"
+        except KitError as exc:
+            results[rank] = str(exc)
+
+    threads = [threading.Thread(target=node, args=(rank,)) for rank in (1, 0)]  # node 1 may come first
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 10)
+    return results
+
+
+def test_nodes_that_are_ready_start_together():
+    assert meet_both({}) == {0: "go", 1: "go"}
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_node_that_fails_before_torchrun_stops_every_node_promptly_with_its_cause(failing):
+    started = time.time()
+    results = meet_both({failing: "--resume /x.pth: no such checkpoint"})
+    assert time.time() - started < 10
+    for rank in (0, 1):
+        assert "no such checkpoint" in results[rank]
+    assert f"node {failing}: --resume /x.pth" in results[0]
+
+
+def test_a_node_that_never_comes_is_named_after_the_timeout():
+    port = free_port() - 1
+    with pytest.raises(KitError, match=r"node\(s\) 1 did not report"):
+        nodes.meet(nodes.Nodes(2, 0, "127.0.0.1", port), None, timeout=1.0)
+    with pytest.raises(KitError, match="could not meet node 0"):
+        nodes.meet(nodes.Nodes(2, 1, "127.0.0.1", port), None, timeout=1.0)
+
+
+def beat(directory: Path, rank: int, iteration: int, when: float, phase: str = "train") -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"rank{rank}.json").write_text(json.dumps(
+        {"rank": rank, "epoch": 1, "iter": iteration, "phase": phase, "time": when, "pid": None}))
+
+
+def test_the_stall_watch_names_the_ranks_that_stopped_and_where(tmp_path):
+    now = 1000.0
+    watch = StallWatch(tmp_path, [0, 1], timeout=30, started=now - 100, last_output=now)
+    beat(tmp_path, 0, 12, now - 2)
+    beat(tmp_path, 1, 7, now - 45)
+    reason = watch.check(now)
+    assert reason.startswith("stalled: rank(s) 1 stopped logging iterations (limit 30 s)")
+    assert "rank 1: train, epoch 1, iteration 7 (45 s ago)" in reason
+    beat(tmp_path, 1, 12, now - 1)
+    assert watch.check(now) is None
+    watch.last_output = now - 40  # silence counts too (a validation, a checkpoint: no heartbeats then)
+    beat(tmp_path, 0, 12, now - 40, phase="after epoch")
+    beat(tmp_path, 1, 12, now - 40, phase="after epoch")
+    assert "no output for 40 s" in watch.check(now)
+
+
+def test_the_default_limit_follows_the_slowest_step_and_allows_a_slow_start(tmp_path):
+    watch = StallWatch(tmp_path, [0], started=0.0, last_output=0.0)
+    assert watch.check(600.0) is None  # no heartbeat yet: the start-up allowance (15 minutes)
+    assert "never logged an iteration" in watch.check(1000.0)
+    watch = StallWatch(tmp_path, [0], started=0.0, last_output=2000.0)
+    beat(tmp_path, 0, 10, 1000.0)
+    watch.check(1000.0)
+    beat(tmp_path, 0, 11, 1400.0)  # one step of 400 s
+    assert watch.check(1400.0) is None and watch.limit({0: None}) == 400.0 + 180.0
+
+
+def test_checks_before_any_rank_starts(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(KitError, match="cannot be written"):
+        preflight.check_work_dir(blocker / "work", smoke=False)
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 50 * 1024**2))
+    with pytest.raises(KitError, match="only 50 MiB free"):
+        preflight.check_work_dir(tmp_path / "work", smoke=False)
+
+
+def test_more_devices_than_the_node_has_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(preflight, "device_count", lambda run: ("npu", 4))
+    with pytest.raises(KitError, match="--num-npu 8, but this node has 4 NPU device"):
+        preflight.check_devices(SimpleNamespace(devices=8))
+    preflight.check_devices(SimpleNamespace(devices=4))

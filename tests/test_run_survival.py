@@ -1,0 +1,222 @@
+"""Runs that survive, for real on CPU: a run killed mid-epoch resumes to the same weights and losses, a
+stalled rank is caught and named, two nodes (two launches on this machine) train together."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from test_cpu_runs import free_port, run_env
+
+torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
+
+SMOKE_ACC = "FlashOCC_R50_cpusmoke_bs4_2p_acc"
+
+
+def small_train_infos(flashocc_root: Path, tmp_path: Path, samples: int = 24) -> Path:
+    """The smoke set's first samples as a train info file: 6 iterations an epoch on 2 ranks x 2."""
+    from flashocc_kit.occ3d import info_file
+    from flashocc_kit.training.run import SMOKE_CONFIG, read_config
+
+    root = flashocc_root / read_config(flashocc_root, SMOKE_CONFIG).data_root
+    if not (root / info_file("train")).is_file():  # the smoke set, as its first run would generate it
+        from flashocc_kit.synth.generate import generate
+        from flashocc_kit.synth.options import SynthOptions
+        from flashocc_kit.training.run import SMOKE_DATA
+
+        generate(SynthOptions(**SMOKE_DATA), root, read_config(flashocc_root, SMOKE_CONFIG).data_root)
+    with (root / info_file("train")).open("rb") as fh:
+        infos = pickle.load(fh)
+    infos["infos"] = infos["infos"][:samples]
+    path = tmp_path / "train24.pkl"
+    with path.open("wb") as fh:
+        pickle.dump(infos, fh)
+    return path
+
+
+def launch(flashocc_root: Path, work: Path, out: Path, *args: str, env: dict | None = None,
+           stdout=subprocess.PIPE, script: str = "train_8p_flashocc_r50_perf.sh") -> subprocess.Popen:
+    return subprocess.Popen(["bash", f"test/{script}", "--smoke", "--work-dir", str(work),
+                             "--output-dir", str(out), *args], cwd=flashocc_root, env={**run_env(), **(env or {})},
+                            stdout=stdout, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def state_dict(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def train_records(work: Path) -> list[dict]:
+    records = []
+    for log in sorted(work.glob("*.log.json")):
+        for line in log.read_text().splitlines()[1:]:
+            record = json.loads(line)
+            if record.get("mode") == "train":
+                records.append(record)
+    return records
+
+
+@pytest.mark.cell
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_losses(flashocc_root, tmp_path):
+    """Two epochs of the smoke run (trained, then evaluated), whole; the same killed -9 (every process) in epoch 2 and
+    relaunched with --resume auto: the same weights, tensor for tensor, the same loss at every logged step."""
+    infos = small_train_infos(flashocc_root, tmp_path)
+    common = ("--epochs", "2", "--log-interval", "1", "--cfg-options", f"data.train.ann_file={infos}")
+    smoke = {"script": "train_smoke_flashocc_cpu.sh"}
+    whole = launch(flashocc_root, tmp_path / "whole", tmp_path / "out-whole", *common, **smoke)
+    output = whole.communicate(timeout=1800)[0]
+    assert whole.returncode == 0, output[-3000:]
+
+    work = tmp_path / "killed"
+    log = tmp_path / "killed.out"
+    with log.open("w") as fh:
+        killed = launch(flashocc_root, work, tmp_path / "out-killed", *common, stdout=fh, **smoke)
+        deadline = time.time() + 1200
+        beat = work / ".heartbeat" / "rank0.json"
+        while time.time() < deadline and killed.poll() is None:
+            try:
+                state = json.loads(beat.read_text())
+                if state["epoch"] == 2 and state["inner_iter"] >= 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        assert killed.poll() is None, "the run ended before epoch 2: " + log.read_text()[-2000:]
+        os.killpg(killed.pid, signal.SIGKILL)  # the launcher
+        for path in (work / ".heartbeat").glob("rank*.json"):  # and every rank, with its data-loader workers
+            with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
+                os.killpg(os.getpgid(json.loads(path.read_text())["pid"]), signal.SIGKILL)
+        killed.wait(60)
+    assert (work / "epoch_1.pth").is_file() and not (work / "epoch_2.pth").exists()
+
+    resumed = launch(flashocc_root, work, tmp_path / "out-killed", *common, "--resume", "auto", **smoke)
+    output = resumed.communicate(timeout=1800)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert f"resuming from {work / 'epoch_1.pth'}" in output
+
+    expected, got = state_dict(tmp_path / "whole" / "epoch_2.pth"), state_dict(work / "epoch_2.pth")
+    assert expected.keys() == got.keys() and len(expected) > 100
+    differing = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not differing, f"{len(differing)} of {len(expected)} tensors differ, e.g. {differing[:3]}"
+    whole_epoch2 = [(r["iter"], r["loss"]) for r in train_records(tmp_path / "whole") if r["epoch"] == 2]
+    last_leg = sorted(work.glob("*.log.json"))[-1]
+    resumed_epoch2 = [(r["iter"], r["loss"]) for r in map(json.loads, last_leg.read_text().splitlines()[1:])
+                      if r.get("mode") == "train" and r["epoch"] == 2]
+    assert resumed_epoch2 == whole_epoch2 and len(whole_epoch2) == 6
+
+    summary = json.loads((tmp_path / "out-killed" / f"{SMOKE_ACC}_summary.json").read_text())
+    whole_summary = json.loads((tmp_path / "out-whole" / f"{SMOKE_ACC}_summary.json").read_text())
+    assert summary["accuracy"]["miou"] == whole_summary["accuracy"]["miou"]  # evaluated: the same model
+    assert summary["accuracy"]["source"].startswith("metrics file")
+    assert summary["resumed"]["from"] == str(work / "epoch_1.pth")
+    legs = summary["resumed"]["legs"]
+    assert len(legs) == 2 and summary["e2e_training_time_s"] == pytest.approx(sum(leg["seconds"] for leg in legs))
+    assert summary["last_iter"] == 12 and any("legs joined" in n for n in summary["notes"])
+
+
+STALL_SITECUSTOMIZE = """
+    import os, sys, threading, time
+    if os.environ.get("LOCAL_RANK") == "1" and any(a.endswith("train.py") for a in sys.argv):
+        def patch_when_loaded():
+            while "mmcv.runner" not in sys.modules or not hasattr(sys.modules["mmcv.runner"], "IterBasedRunner"):
+                time.sleep(0.05)
+            runner = sys.modules["mmcv.runner"].IterBasedRunner
+            original = runner.train
+            def stall_at_the_third_iteration(self, *args, **kwargs):
+                if self.iter == 3:
+                    time.sleep(3600)  # a rank that hangs instead of dying
+                return original(self, *args, **kwargs)
+            runner.train = stall_at_the_third_iteration
+        threading.Thread(target=patch_when_loaded, daemon=True).start()
+"""
+
+
+def test_a_stalled_rank_ends_the_run_naming_it_with_its_stack(flashocc_root, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(STALL_SITECUSTOMIZE))
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    started = time.time()
+    proc = launch(flashocc_root, tmp_path / "work", tmp_path / "out", "--max-iters", "30", "--stall-timeout", "20",
+                  env=env)
+    output = proc.communicate(timeout=1200)[0]
+    assert proc.returncode == 124, output[-3000:]
+    assert "stalled:" in output and "rank(s) 0, 1 stopped logging iterations" in output
+    assert "rank 1: train, epoch 1, iteration 3" in output
+    console = (tmp_path / "out" / "train_console.log").read_text(errors="replace")
+    assert "[kit stall watch]" in console and "stall_at_the_third_iteration" in console  # rank 1's stack
+    assert not list((tmp_path / "out").glob("*_summary.json"))
+    assert time.time() - started < 900
+
+
+INDEX_SITECUSTOMIZE = """
+    import os, sys, threading, time
+    if os.environ.get("RANK") is not None and any(a.endswith("train.py") for a in sys.argv):
+        def patch_when_loaded():
+            while "mmdet3d.datasets.custom_3d" not in sys.modules:
+                time.sleep(0.05)
+            dataset = sys.modules["mmdet3d.datasets.custom_3d"].Custom3DDataset
+            original = dataset.__getitem__
+            def record(self, idx):
+                if not self.test_mode:
+                    with open(os.path.join(os.environ["INDEX_DIR"], "rank" + os.environ["RANK"]), "a") as fh:
+                        fh.write(f"{idx}\\n")
+                return original(self, idx)
+            dataset.__getitem__ = record
+        threading.Thread(target=patch_when_loaded, daemon=True).start()
+"""
+
+
+def two_nodes(flashocc_root: Path, tmp_path: Path, node_args: dict[int, tuple[str, ...]], data: Path,
+              env: dict | None = None) -> dict[int, tuple[int, str]]:
+    port = str(free_port())
+    procs = {}
+    for rank in (1, 0):  # node 1 first: it waits for node 0
+        procs[rank] = launch(flashocc_root, tmp_path / "work", tmp_path / f"out{rank}", "--num-npu", "1",
+                             "--max-iters", "6", "--data-root", str(data), "--node-timeout", "300",
+                             *node_args.get(rank, ()),
+                             env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                                  "MASTER_PORT": port, **(env or {})})
+    return {rank: (proc.wait(1800), proc.stdout.read()) for rank, proc in procs.items()}
+
+
+def test_two_nodes_train_together_on_one_split_and_node_0_writes_the_summaries(flashocc_root, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(INDEX_SITECUSTOMIZE))
+    indices = tmp_path / "indices"
+    indices.mkdir()
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+           "INDEX_DIR": str(indices)}
+    data = tmp_path / "nuscenes-synthetic"  # not there yet: both nodes want it, one generates it
+    results = two_nodes(flashocc_root, tmp_path, {}, data, env)
+    for rank, (code, output) in results.items():
+        assert code == 0, f"node {rank}:\n{output[-3000:]}"
+    generated = sum("generating the synthetic smoke set" in out for _, out in results.values())
+    assert generated == 1
+    assert "Node 0 (127.0.0.1) evaluates and writes the summaries" in results[1][1]
+    summary = json.loads((tmp_path / "out0" / "FlashOCC_R50_cpusmoke_bs4_2p_perf_summary.json").read_text())
+    assert summary["rank_size"] == 2 and summary["global_batch"] == 4 and summary["environment"]["nodes"] == 2
+    assert not list((tmp_path / "out1").glob("*_summary.json"))
+    seen = {rank: [int(x) for x in (indices / f"rank{rank}").read_text().split()] for rank in (0, 1)}
+    assert len(seen[0]) >= 12 and len(seen[1]) >= 12
+    assert not set(seen[0][:12]) & set(seen[1][:12]), "the two nodes' ranks read the same samples"
+
+
+def test_a_node_that_fails_before_torchrun_stops_the_other_with_the_cause(flashocc_root, tmp_path):
+    started = time.time()
+    results = two_nodes(flashocc_root, tmp_path, {1: ("--resume", str(tmp_path / "missing.pth"))},
+                        flashocc_root / "data" / "nuscenes-synthetic")
+    for rank in (0, 1):
+        code, output = results[rank]
+        assert code == 2 and "missing.pth: no such checkpoint" in output, f"node {rank}:\n{output[-2000:]}"
+    assert "the run is not started: node 1: --resume" in results[0][1]
+    assert time.time() - started < 240
