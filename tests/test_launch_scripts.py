@@ -128,6 +128,11 @@ def test_perf_script_defaults(launch, flashocc_tree):
 
 
 def test_options_reach_torchrun_and_the_config(launch, tmp_path):
+    import zipfile
+
+    (tmp_path / "wd").mkdir()
+    with zipfile.ZipFile(tmp_path / "wd" / "iter_40.pth", "w") as archive:  # a sound checkpoint to resume from
+        archive.writestr("iter_40/data.pkl", b"x")
     proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--num-npu", "4", "--batch-size", "6", "--max-iters", "50",
                          "--data-root", "/data/nuscenes", "--work-dir", str(tmp_path / "wd"),
                          "--resume", "auto")
@@ -139,7 +144,7 @@ def test_options_reach_torchrun_and_the_config(launch, tmp_path):
             "data.train.ann_file=/data/nuscenes/bevdetv2-nuscenes_infos_train.pkl",
             "data.test.ann_file=/data/nuscenes/bevdetv2-nuscenes_infos_val.pkl"} <= set(opts)
     assert argv[argv.index("--work-dir") + 1] == str(tmp_path / "wd")
-    assert "--auto-resume" in argv
+    assert argv[argv.index("--resume-from") + 1] == str(tmp_path / "wd" / "iter_40.pth")
 
 
 def test_multi_node_variables(launch):

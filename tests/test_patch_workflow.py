@@ -394,3 +394,21 @@ def test_cli_status_prints_one_table_and_fails_until_everything_is_applied(pinne
     git(workspace / "mmcv", "commit", "-qam", "local commit")  # now off the pin
     assert cli.main(["--workspace", str(workspace), "status"]) == 1
     assert [r["pin ok"] for r in Workspace.at(workspace).status_rows()] == ["yes", "NO", "yes", "yes"]
+
+
+def test_an_export_that_fails_at_the_end_leaves_queue_port_and_root_patch_as_they_were(pinned, tmp_path,
+                                                                                        monkeypatch):
+    project, _, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    write_files(checkout, {"pkg/new_module.py": "NEW = 'edited'\n", "pkg/extra.py": "EXTRA = 1\n"})
+    files = [*project.queue_dir.iterdir(), project.patch_file, *project.port_dir.rglob("*.py")]
+    before = {p: p.read_bytes() for p in files}
+
+    def fails(*args, **kwargs):
+        raise KitError("the build failed")
+
+    monkeypatch.setattr(series, "build_root_patch", fails)
+    with pytest.raises(KitError, match="the build failed"):
+        exporting.export_project(project, checkout, commit, into="core-more")
+    assert {p: p.read_bytes() for p in files} == before
+    assert not (project.port_dir / "pkg/extra.py").exists()

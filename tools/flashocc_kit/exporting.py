@@ -157,6 +157,7 @@ def export_project(project: Project, checkout: Path, base: str, into: str | None
     port = set(series.port_files(project))
     targets: dict[int, dict[str, str | None]] = {}
     originals = {p.path: p.path.read_bytes() for p in queue}
+    originals[project.patch_file] = project.patch_file.read_bytes()
     originals.update({project.port_dir / rel: (project.port_dir / rel).read_bytes() for rel in port})
     try:
         for rel, status in sorted(edits.items()):
@@ -180,14 +181,14 @@ def export_project(project: Project, checkout: Path, base: str, into: str | None
         if mismatch:
             raise KitError("the rebuilt queue does not reproduce the checkout's edits of " + ", ".join(mismatch)
                            + ": nothing was written. Split the edit, or choose the patch with --into.")
-    except BaseException:
+        result.patch_written = _write_root_patch(project, repo, base, previous)
+    except BaseException:  # all or nothing: the queue, the port and the root patch as they were
         for path, data in originals.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         for rel in set(series.port_files(project)) - port:
             (project.port_dir / rel).unlink()
         raise
-    result.patch_written = _write_root_patch(project, repo, base, previous)
     for rel in sorted(series.changed_paths(repo, rebuilt, checkout_tree)):
         target = checkout / rel
         blob = series.blob_at(repo, rebuilt, rel)

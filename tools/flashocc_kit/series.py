@@ -271,7 +271,8 @@ def root_header(project: Project, queue: list[QueuedPatch]) -> str:
 
 def build_root_patch(project: Project, repo: Path, base: str) -> str:
     """The root patch's text: header, then the pin -> (queue + port) diff, as `git apply` takes it."""
-    problems = check_queue(project)
+    # an empty patch (just added with `series --add`, not yet filled by `export --into`) builds to nothing
+    problems = [p for p in check_queue(project) if not p.endswith("changes nothing (no diff, no Kit-Files)")]
     if problems:
         raise KitError(f"{project.name}: the patch queue is inconsistent:\n  " + "\n  ".join(problems))
     diff = diff_trees(repo, base, build_tree(project, repo, base))

@@ -37,11 +37,14 @@ def device_count(run: Run) -> tuple[str, int | None]:
     """The device the ranks will use and how many this node has (None: not countable here)."""
     import sys
 
+    if run.smoke or os.environ.get("FLASHOCC_DEVICE", "").strip().lower() == "cpu":
+        return "cpu", None
+
     sys.path.insert(0, str(run.flashocc))
     try:
         from projects import device  # the port's own decision
 
-        kind = "cpu" if run.smoke else device.device_type()
+        kind = device.device_type()
         return kind, device.device_count() if kind != "cpu" else None
     finally:
         sys.path.remove(str(run.flashocc))
