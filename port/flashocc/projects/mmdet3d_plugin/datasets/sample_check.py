@@ -5,7 +5,6 @@ The dataset uses it to turn a failure deep inside a data-loader worker into
 one sentence that names the sample and the file; the porting kit's
 `kit.py check-data` runs it over whole info files before a long run.
 """
-import math
 import os
 
 import numpy as np
