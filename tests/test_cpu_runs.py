@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KIT_ROOT, git
-
-
-def free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
+from conftest import KIT_ROOT, free_port, git
 
 
 def run_env() -> dict[str, str]:
-    env = {**os.environ, "MASTER_PORT": free_port()}
+    env = {**os.environ, "MASTER_PORT": str(free_port())}
     for var in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE", "FLASHOCC_TORCHRUN"):
         env.pop(var, None)
     return env

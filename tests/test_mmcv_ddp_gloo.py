@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from flashocc_kit import patching
 from flashocc_kit.pins import load_projects
 from flashocc_kit.pypi import download_sdist, unpack_sdist
@@ -86,11 +86,6 @@ WORKER = textwrap.dedent("""
     json.dump({**report, "rank": rank}, open(sys.argv[1] + f".{rank}", "w"))
 """)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_two_ranks(tmp_path: Path, pythonpath: str | None) -> list[dict]:

@@ -4,7 +4,6 @@ the checks before any rank starts."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import zipfile
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from flashocc_kit.errors import KitError
 from flashocc_kit.training import checkpoints, nodes, preflight
 from flashocc_kit.training.watch import StallWatch
@@ -53,11 +53,6 @@ def test_legs_of_a_resumed_run_accumulate_and_a_fresh_start_forgets_them(tmp_pat
     assert len(legs[0]["stamp"]) == len("20261201_101500")
     assert len(checkpoints.record_leg(tmp_path, time.time(), 5.0, None, "ok")) == 1
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def meet_both(failures: dict[int, str | None], timeout: float = 30.0) -> dict[int, object]:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from test_cpu_runs import free_port, run_env
+from conftest import free_port
+from test_cpu_runs import run_env
 
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 

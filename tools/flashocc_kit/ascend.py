@@ -24,11 +24,24 @@ def cann_home() -> Path | None:
     return CANN_DEFAULT if CANN_DEFAULT.is_dir() else None
 
 
+def host_address() -> str | None:
+    """This host's first address, as `hostname -I` lists them (the reference scripts' HCCL_IF_IP)."""
+    try:
+        listed = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False).stdout.split()
+    except OSError:  # no hostname tool: HCCL picks an interface itself
+        return None
+    return listed[0] if listed else None
+
+
 def runtime_environment() -> dict[str, str]:
     """The reference scripts' settings this process does not set itself (empty off Ascend)."""
     if cann_home() is None:
         return {}
-    return {k: v for k, v in RUNTIME_ENV.items() if k not in os.environ}
+    wanted = dict(RUNTIME_ENV)
+    address = host_address()
+    if address:  # HCCL's interface for the collectives; several NICs otherwise leave it guessing
+        wanted["HCCL_IF_IP"] = address
+    return {k: v for k, v in wanted.items() if k not in os.environ}
 
 
 def quiet_device_logs(devices: int) -> None:

@@ -4,6 +4,7 @@ to the library modules of the package; nothing below imports from here."""
 from . import (
     apply,
     bench,
+    check_data,
     contract,
     coverage,
     doctor,
@@ -21,5 +22,5 @@ from . import (
 )
 
 # In the order `kit.py --help` lists them: the patch workflow, the environment, data, runs, checks.
-COMMANDS = (sources, apply, status, export, series, setup, doctor, stacks, synth, launch, summarize, gate, test,
-            coverage, contract, bench)
+COMMANDS = (sources, apply, status, export, series, setup, doctor, stacks, synth, check_data, launch, summarize,
+            gate, test, coverage, contract, bench)

@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "3 minutes, at least 5; 15 minutes to the first step)")
     p.add_argument("--node-timeout", type=float, metavar="SECONDS",
                    help="multi-node: how long the nodes' launchers wait for each other before torchrun (default 600)")
+    p.add_argument("--no-data-check", dest="data_check", action="store_false",
+                   help="skip the quick data check before torchrun (a few samples per info file and the checkpoint "
+                        "the config loads; `kit.py check-data` checks everything)")
     p.add_argument("--cfg-options", nargs="+", default=[], help="more config overrides, key=value")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.set_defaults(func=run)
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                             work_dir=args.work_dir, output_dir=args.output_dir, resume=args.resume,
                             config=args.config, workers=args.workers, log_interval=args.log_interval,
                             smoke=args.smoke, lr=args.lr, preset=args.preset, stall_timeout=args.stall_timeout,
-                            node_timeout=args.node_timeout, cfg_options=args.cfg_options)
+                            node_timeout=args.node_timeout, data_check=args.data_check,
+                            cfg_options=args.cfg_options)
     training_run = build_run(request, flashocc)
     if args.dry_run:
         print(describe(training_run))

@@ -16,7 +16,7 @@ from ..errors import KitError
 from .checkpoints import check_resume_path, read_legs, record_leg, resume_point
 from .commands import rank_environment, test_command, train_command
 from .nodes import Nodes, meet
-from .preflight import check_devices, check_work_dir, environment_check
+from .preflight import check_data_quickly, check_devices, check_work_dir, environment_check
 from .run import MODES, NETWORK, SMOKE_DATA, Run
 from .stream import report_failure, stream
 from .watch import StallWatch
@@ -128,6 +128,8 @@ def prepare(run: Run) -> None:
     run.resume_from = resolve_resume(run)
     if run.smoke:
         ensure_smoke_data(run)
+    if run.data_check:
+        check_data_quickly(run)
 
 
 def execute(run: Run) -> int:

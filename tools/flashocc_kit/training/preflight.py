@@ -57,6 +57,18 @@ def check_devices(run: Run) -> None:
                        f"--num-npu {count} (or less), or check ASCEND_RT_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES")
 
 
+def check_data_quickly(run: Run) -> None:
+    """A few samples of each info file and the config's checkpoint (`kit.py check-data --sample`)."""
+    from ..datacheck import QUICK_SAMPLES, check_data
+
+    report = check_data(run.flashocc, run.config, run.data_root if run.data_root_given else None,
+                        sample=QUICK_SAMPLES, workers=1, progress=False)
+    if not report.ok:
+        raise KitError("the data check before training found problems (`kit.py check-data` checks every "
+                       "sample; --no-data-check skips this):\n" + "\n".join(report.lines()))
+    print(report.lines()[0].replace("checked", "data check: checked", 1), flush=True)
+
+
 def environment_check() -> None:
     if os.environ.get("NNODES") and not os.environ.get("MASTER_ADDR") and os.environ.get("NNODES") != "1":
         raise KitError("NNODES > 1 needs MASTER_ADDR: the address of node 0, the same on every node")

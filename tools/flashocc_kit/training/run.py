@@ -107,6 +107,7 @@ class LaunchRequest:
     preset: str | None = None
     stall_timeout: float | None = None
     node_timeout: float | None = None
+    data_check: bool = True
     cfg_options: list[str] = field(default_factory=list)
 
 
@@ -134,6 +135,7 @@ class Run:
     stall_timeout: float | None = None  # None: the stall watch's own rule
     node_timeout: float = 600.0  # how long the nodes' launchers wait for each other
     resume_from: Path | None = None  # the checkpoint `resume` resolved to (execute decides)
+    data_check: bool = True  # the quick data check before torchrun
     extra_cfg: list[str] = field(default_factory=list)
 
     @property
@@ -258,6 +260,7 @@ def build_run(request: LaunchRequest, flashocc: Path) -> Run:
         if value is not None and not value > 0:
             raise KitError(f"{name} must be above 0 seconds, got {value}")
     run.stall_timeout = request.stall_timeout
+    run.data_check = request.data_check
     run.node_timeout = request.node_timeout or run.node_timeout
     run.lr, run.lr_rule = learning_rate(defaults.lr, defaults.samples_per_gpu, default_devices, run.global_batch,
                                         request.lr)
