@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench import bevpool, common, data, pipeline
+from ..bench import bevpool, common, data, pipeline, rays
 from ..errors import KitError
 from ..pins import default_sources_dir
 from ..stackenv import ensure_stack
@@ -16,11 +16,12 @@ NEEDS = ("numpy", "torch", "mmcv", "cv2")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmark the port against upstream (data pipeline, BEV pooling)",
+    p = sub.add_parser("bench", help="benchmark the port (data pipeline, BEV pooling: against upstream; RayIoU rays)",
                        description="The port's data pipeline and BEV pooling against upstream's, in one process.")
     what = p.add_subparsers(dest="bench_command", required=True, metavar="<what>")
     add_pipeline(what)
     add_bevpool(what)
+    add_rays(what)
 
 
 def stack(args: argparse.Namespace) -> None:
@@ -119,3 +120,31 @@ def cmd_bevpool(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def add_rays(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rays", help="RayIoU's ray casting with the portable dvr op: rays/s, the val split's time",
+                       description=rays.__doc__.splitlines()[0], epilog=rays.__doc__.split("\n", 2)[2],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", type=int, default=6, help="synthetic samples timed (default 6)")
+    p.add_argument("--origins", type=int, default=8, help="LiDAR origins per sample (default 8, the metric's most)")
+    p.add_argument("--workers", type=int, nargs="*", default=None,
+                   help="worker process counts to time besides in-process (default: 2 and this host's cores)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 sample, 2 origins, 1 worker process")
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(func=cmd_rays)
+
+
+def cmd_rays(args: argparse.Namespace) -> int:
+    stack(args)
+    if args.quick:
+        args.samples, args.origins, args.workers = 1, 2, [1]
+    if args.workers is None:
+        args.workers = sorted({2, common.machine()["cores"]})
+    rays.check_settings(args.samples, args.origins, args.workers)
+    document = rays.run(Workspace.at(args.workspace).flashocc, args.samples, args.origins, args.workers)
+    print(rays.report(document))
+    if args.json:
+        common.write_json(args.json, document)
+        print(f"wrote {args.json}")
+    return 0
