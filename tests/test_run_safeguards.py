@@ -148,3 +148,44 @@ def test_more_devices_than_the_node_has_is_refused(monkeypatch):
     with pytest.raises(KitError, match="--num-npu 8, but this node has 4 NPU device"):
         preflight.check_devices(SimpleNamespace(devices=8))
     preflight.check_devices(SimpleNamespace(devices=4))
+
+
+TORCHRUN_SUMMARY = """tools/train.py FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-12-01_11:00:00
+  host      : node-a
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 4243)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4243
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-01_11:00:00
+  host      : node-a
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 4242)
+  error_file: <N/A>
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+============================================================
+"""
+
+
+def test_a_killed_rank_is_named_as_the_cause_even_when_torchrun_saw_its_peer_fail_first():
+    from flashocc_kit.training.stream import failure_cause
+
+    log = "RuntimeError: Connection closed by peer [127.0.0.1]:29500\n" + TORCHRUN_SUMMARY
+    cause = failure_cause(log)
+    assert cause.startswith("rank 1 failed (killed by signal 9): Signal 9 (SIGKILL)"), cause
+    assert "then rank 0 (exit code 1)" in cause and "last error: RuntimeError: Connection closed by peer" in cause
+
+
+def test_without_a_killed_rank_the_root_cause_is_the_cause():
+    from flashocc_kit.training.stream import failure_cause
+
+    alone = TORCHRUN_SUMMARY.replace("exitcode  : -9", "exitcode  : 2")
+    cause = failure_cause(alone)
+    assert cause.startswith("rank 0 failed (exit code 1)") and "then rank 1 (exit code 2)" in cause, cause
+    assert failure_cause("nothing useful") == "no cause found in the output (see the log tail above)"

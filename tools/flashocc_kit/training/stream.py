@@ -98,19 +98,40 @@ def _end_stalled_run(proc: subprocess.Popen, watch: StallWatch, fh, reason: str)
         os.killpg(proc.pid, signal.SIGTERM)
 
 
-ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+).*?traceback\s*:\s*([^\n]*)",
-                        re.S)
+# One entry of torchrun's error summary ("Failures:" and "Root Cause (first observed failure):").
+FAILED_RANK = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+).*?traceback\s*:\s*([^\n]*)", re.S)
+
+
+def failed_ranks(log_text: str) -> list[tuple[int, int, str]]:
+    """(rank, exit code, traceback line) of every rank torchrun's summary lists, root cause first."""
+    root = log_text.rfind("Root Cause")
+    if root < 0:
+        return []
+    others = log_text.rfind("Failures:", 0, root)  # the list before the root cause, when there is one
+    summary = log_text[root:] + "\n" + (log_text[others:root] if others >= 0 else "")
+    found: dict[int, tuple[int, int, str]] = {}
+    for rank, code, trace in FAILED_RANK.findall(summary):
+        found.setdefault(int(rank), (int(rank), int(code), trace.strip()))
+    return list(found.values())
 
 
 def failure_cause(log_text: str) -> str:
-    """One sentence on why a torchrun run failed: the root-cause rank, its exit, the last error line."""
+    """One sentence on why a torchrun run failed: the rank that caused it, its exit, the last error line.
+
+    A rank killed by a signal (the OOM killer, an operator) is the cause even when torchrun first observed
+    another rank failing: the others die of the lost connection to it, often before torchrun sees the kill.
+    """
     parts = []
-    match = ROOT_CAUSE.search(log_text)
-    if match:
-        rank, code, trace = match.groups()
-        code_i = int(code)
-        what = f"killed by signal {-code_i}" if code_i < 0 else f"exit code {code_i}"
-        parts.append(f"rank {rank} failed ({what}): {trace.strip()}")
+    ranks = failed_ranks(log_text)
+    if ranks:
+        killed = [entry for entry in ranks if entry[1] < 0]
+        rank, code, trace = (killed or ranks)[0]
+        what = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        parts.append(f"rank {rank} failed ({what}): {trace}")
+        others = [entry for entry in ranks if entry[0] != rank]
+        if others:
+            parts.append("then " + ", ".join(f"rank {r} ({'signal ' + str(-c) if c < 0 else 'exit code ' + str(c)})"
+                                             for r, c, _ in others))
     errors = re.findall(r"^(?:\[rank\d+\]:\s*)?(\w+(?:Error|Exception)\b[^\n]*)$", log_text, re.M)
     if errors:
         parts.append(f"last error: {errors[-1].strip()}")
