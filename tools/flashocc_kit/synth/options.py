@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from ..errors import KitError
 from ..occ3d import info_file
+from .splits import DEFAULT_VERSION, DEVKIT_SPLIT, VERSIONS, scene_names
 
 NUSCENES_SIZE = (1600, 900)
 ASPECT = 16 / 9
@@ -32,6 +33,7 @@ class SynthOptions:
     samples_per_scene: int = 4
     seed: int = 0
     workers: int = 1
+    version: str = DEFAULT_VERSION  # the nuScenes tables written, and whose official splits name the scenes
 
     def check(self) -> None:
         for name, (low, high) in RANGES.items():
@@ -42,6 +44,7 @@ class SynthOptions:
         if total > MAX_SAMPLES:
             raise KitError(f"{total} samples requested ((train-scenes + val-scenes) x samples-per-scene); "
                            f"the generator stops at {MAX_SAMPLES}. Fix: ask for fewer scenes or samples.")
+        check_version(self.version, self.train_scenes, self.val_scenes)
         check_image_size(self.width, self.height)
 
     def parameters(self) -> dict:
@@ -49,6 +52,19 @@ class SynthOptions:
         params = asdict(self)
         params.pop("workers")
         return params
+
+
+def check_version(version: str, train_scenes: int, val_scenes: int) -> None:
+    """Each scene takes a name of the version's official split, so the splits bound the scene counts."""
+    if version not in VERSIONS:
+        raise KitError(f"--version {version}: expected one of {', '.join(VERSIONS)}")
+    for split, wanted in (("train", train_scenes), ("val", val_scenes)):
+        limit = len(scene_names(version, split))
+        if wanted > limit:
+            raise KitError(f"--{split}-scenes {wanted}: {version} has {limit} {split} scenes "
+                           f"(nuscenes.utils.splits.{DEVKIT_SPLIT[version][split]}), and every generated scene "
+                           f"takes one of their names. Fix: ask for at most {limit}"
+                           + (", or use --version v1.0-trainval" if version != DEFAULT_VERSION else ""))
 
 
 def check_image_size(width: int, height: int) -> None:
@@ -110,6 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"scenes in ..._val.pkl (default: {defaults.val_scenes})")
     parser.add_argument("--samples-per-scene", type=int, default=defaults.samples_per_scene, metavar="N",
                         help=f"key frames per scene, 0.5 s apart (default: {defaults.samples_per_scene})")
+    parser.add_argument("--version", default=defaults.version, choices=VERSIONS,
+                        help="nuScenes tables to write under <out>/<version>/ and the official splits the scene "
+                             f"names come from (default: {defaults.version}; v1.0-mini: at most "
+                             f"{len(scene_names('v1.0-mini', 'train'))} train and "
+                             f"{len(scene_names('v1.0-mini', 'val'))} val scenes)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="processes rendering samples (default: the CPUs available, at most 8)")
     parser.add_argument("--overwrite", action="store_true",
@@ -119,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace, default_workers: int) -> SynthOptions:
     width, height = parse_image_size(args.image_size)
     opts = SynthOptions(width=width, height=height, train_scenes=args.train_scenes, val_scenes=args.val_scenes,
-                        samples_per_scene=args.samples_per_scene, seed=args.seed,
+                        samples_per_scene=args.samples_per_scene, seed=args.seed, version=args.version,
                         workers=args.workers if args.workers is not None else default_workers)
     opts.check()
     return opts

@@ -222,6 +222,7 @@ class Frame:
     semantics: np.ndarray  # (200, 200, 16) uint8
     boxes: np.ndarray  # (N, 9): x, y, z (centre), l, w, h, yaw, vx, vy -- ann_infos' layout
     labels: np.ndarray  # (N,) index into DET_CLASSES
+    instances: np.ndarray  # (N,) row in World.box_array(): the same object in every frame (nuScenes' instance)
 
 
 def column_centres() -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +262,7 @@ def voxelise(world: World, k: int) -> Frame:
     vx, vy = boxes[:, 8], boxes[:, 9]
     ann = np.stack([bx, by, (boxes[:, 6] + boxes[:, 7]) / 2, boxes[:, 4], boxes[:, 5], boxes[:, 7] - boxes[:, 6],
                     (byaw + np.pi) % (2 * np.pi) - np.pi, c * vx + s * vy, -s * vx + c * vy], axis=1)[det]
-    return Frame((ex, ey, eyaw), semantics, ann, boxes[det, 10].astype(int))
+    return Frame((ex, ey, eyaw), semantics, ann, boxes[det, 10].astype(int), np.flatnonzero(det))
 
 
 def paint_box(semantics: np.ndarray, cls: int, x: float, y: float, yaw: float, length: float, width: float,

@@ -6,10 +6,15 @@ intrinsics and sensor2ego (read with pyquaternion, as PrepareImageInputs reads t
 whether the image there shows the voxel's class colour. Wrong conventions (ego2sensor stored as
 sensor2ego, a transposed rotation, camera axes mixed up, intrinsics of another size) and swapped
 cameras put the faces onto other things and the agreement collapses.
+
+The nuScenes tables are checked against the infos: every sample there, its scene named from the version's
+official split, one key-frame sample_data per sensor naming the file the info names (and the file there),
+the same calibration, ego pose and annotation count; loaded with the nuscenes-devkit itself when it imports.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -19,8 +24,10 @@ import numpy as np
 from pyquaternion import Quaternion
 
 from ..errors import KitError
-from ..occ3d import CAMERAS, DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, VOXEL, info_file
+from ..occ3d import CAMERAS, DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, LIDAR, VOXEL, info_file
+from . import nuscenes_db
 from .render import FAR_GROUND_COLOUR, PALETTE, SKY_HORIZON, SKY_ZENITH
+from .splits import DEVKIT_SPLIT, VERSIONS, scene_names
 
 INFO_KEYS = ("lidar_path", "token", "sweeps", "cams", "lidar2ego_translation", "lidar2ego_rotation",
              "ego2global_translation", "ego2global_rotation", "timestamp", "gt_boxes", "gt_names", "gt_velocity",
@@ -228,25 +235,157 @@ def check_info(info: dict, files_root: Path, prefix: str, problems: Problems, si
         problems.add(f"sample {name}: gt_boxes/gt_names/gt_velocity/num_lidar_pts/valid_flag disagree in length")
 
 
-def load_infos(path: Path, problems: Problems) -> list[dict]:
+class RawTables:
+    """The tables as plain JSON, indexed as the devkit indexes them (get(), sample['data'], sample['anns'])."""
+
+    def __init__(self, tables: dict[str, list[dict]]) -> None:
+        self.index = {name: {record["token"]: record for record in records} for name, records in tables.items()}
+        for sample in tables["sample"]:
+            sample["data"], sample["anns"] = {}, []
+        for record in tables["sample_data"]:
+            if record["is_key_frame"]:
+                calibration = self.get("calibrated_sensor", record["calibrated_sensor_token"])
+                channel = self.get("sensor", calibration["sensor_token"])["channel"]
+                self.get("sample", record["sample_token"])["data"][channel] = record["token"]
+        for record in tables["sample_annotation"]:
+            self.get("sample", record["sample_token"])["anns"].append(record["token"])
+
+    def get(self, table: str, token: str) -> dict:
+        return self.index[table][token]
+
+
+def load_tables(files_root: Path, version: str, problems: Problems):
+    """The devkit's NuScenes if nuscenes-devkit imports, else RawTables; None if they do not load (problems say why)."""
+    table_root = files_root / version
+    tables = {}
+    for name in nuscenes_db.TABLES:
+        try:
+            records = json.loads((table_root / f"{name}.json").read_text())
+        except (OSError, ValueError) as exc:
+            problems.add(f"{table_root / name}.json: does not load ({exc})")
+            continue
+        if isinstance(records, list) and all(isinstance(r, dict) and "token" in r for r in records):
+            tables[name] = records
+        else:
+            problems.add(f"{table_root / name}.json: expected a list of records with tokens")
+    if len(tables) < len(nuscenes_db.TABLES):
+        return None
+    try:
+        from nuscenes.nuscenes import NuScenes
+    except ImportError:
+        pass
+    else:
+        try:
+            return NuScenes(version=version, dataroot=str(files_root), verbose=False)
+        except Exception as exc:  # whatever the devkit trips over is the problem to report
+            problems.add(f"the nuscenes-devkit does not load {table_root}: {type(exc).__name__}: {exc}")
+            return None
+    try:
+        return RawTables(tables)
+    except KeyError as exc:
+        problems.add(f"{table_root}: a record names token {exc}, which its table lacks")
+        return None
+
+
+def official_scenes(version: str, split: str) -> set[str]:
+    names = set(scene_names(version, split))
+    try:
+        from nuscenes.utils import splits
+    except ImportError:
+        return names
+    return names & set(getattr(splits, DEVKIT_SPLIT[version][split]))  # what the installed devkit agrees with
+
+
+def close(a, b) -> bool:
+    return np.shape(a) == np.shape(b) and np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float),
+                                                      rtol=0, atol=1e-9)
+
+
+def check_sample_tables(db, info: dict, files_root: Path, prefix: str, problems: Problems) -> None:
+    """One info against its sample in the tables (KeyError: a token the tables lack)."""
+    name = info["token"]
+    sample = db.get("sample", name)
+    scene = db.get("scene", sample["scene_token"])
+    if (scene["token"], scene["name"]) != (info["scene_token"], info["scene_name"]):
+        problems.add(f"sample {name}: the tables put it in scene {scene['name']}, the infos in {info['scene_name']}")
+    for channel in nuscenes_db.CHANNELS:
+        if channel not in sample["data"]:
+            problems.add(f"sample {name}: no key-frame sample_data for {channel} in the tables")
+            continue
+        record = db.get("sample_data", sample["data"][channel])
+        path = files_root / record["filename"]
+        stored = info["lidar_path"] if channel == LIDAR else info["cams"][channel]["data_path"]
+        if not path.is_file():
+            problems.add(f"sample {name}: sample_data {channel} names {record['filename']}, which is missing")
+        elif stored_to_local(stored, files_root, prefix) != path:
+            problems.add(f"sample {name}: sample_data {channel} names {record['filename']}, the info {stored}")
+        calibration = db.get("calibrated_sensor", record["calibrated_sensor_token"])
+        pose = db.get("ego_pose", record["ego_pose_token"])
+        if channel == LIDAR:
+            expected = (info["lidar2ego_translation"], info["lidar2ego_rotation"])
+        else:
+            cam = info["cams"][channel]
+            expected = (cam["sensor2ego_translation"], cam["sensor2ego_rotation"])
+            if record["token"] != cam["sample_data_token"] or not close(calibration["camera_intrinsic"],
+                                                                       cam["cam_intrinsic"]):
+                problems.add(f"sample {name} {channel}: sample_data token or camera_intrinsic differ from the info's")
+        if not (close(calibration["translation"], expected[0]) and close(calibration["rotation"], expected[1])):
+            problems.add(f"sample {name} {channel}: calibrated_sensor differs from the info's sensor2ego")
+        if not (close(pose["translation"], info["ego2global_translation"])
+                and close(pose["rotation"], info["ego2global_rotation"])):
+            problems.add(f"sample {name} {channel}: ego_pose differs from the info's ego2global")
+    counts = [db.get("sample_annotation", token)["num_lidar_pts"] for token in sample["anns"]]
+    if counts != [int(n) for n in info["num_lidar_pts"]]:
+        problems.add(f"sample {name}: {len(counts)} annotations in the tables, {len(info['num_lidar_pts'])} boxes "
+                     "in the info (or their num_lidar_pts differ)")
+
+
+def check_tables(files_root: Path, prefix: str, version: str, splits: dict[str, list[dict]],
+                 problems: Problems) -> None:
+    db = load_tables(files_root, version, problems)
+    if db is None:
+        return
+    for split, infos in splits.items():
+        official = official_scenes(version, split)
+        for info in infos:
+            if len(problems) > MAX_PROBLEMS:
+                return
+            if info.get("scene_name") not in official:
+                problems.add(f"sample {info.get('token')}: scene {info.get('scene_name')} is not in {version}'s "
+                             f"official {split} split, so upstream's converter would not put it in {split}")
+            try:
+                check_sample_tables(db, info, files_root, prefix, problems)
+            except KeyError as exc:
+                problems.add(f"sample {info.get('token')}: the tables lack record {exc}")
+
+
+def load_infos(path: Path, problems: Problems) -> tuple[list[dict], str | None]:
+    """The infos and the version their metadata names."""
     try:
         data = pickle.loads(path.read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
         problems.add(f"{path}: does not load ({exc})")
-        return []
+        return [], None
     if not isinstance(data, dict) or "infos" not in data or "version" not in data.get("metadata", {}):
         problems.add(f"{path}: expected {{'infos': [...], 'metadata': {{'version': ...}}}}")
-        return []
-    return data["infos"]
+        return [], None
+    return data["infos"], data["metadata"]["version"]
 
 
-def validate(files_root: Path, prefix: str, size: tuple[int, int] | None = None) -> dict:
-    """Check the data set whose infos name it `prefix` and whose files are under files_root.
+def validate(files_root: Path, prefix: str, size: tuple[int, int] | None = None, version: str | None = None) -> dict:
+    """Check the data set whose infos name it `prefix` and whose files are under files_root; its nuScenes tables
+    are `version`'s (default: the version the infos' metadata names).
 
     Raises KitError listing the problems; returns counts and each checked camera's agreement.
     """
     problems = Problems()
-    splits = {split: load_infos(files_root / info_file(split), problems) for split in ("train", "val")}
+    loaded = {split: load_infos(files_root / info_file(split), problems) for split in ("train", "val")}
+    splits = {split: infos for split, (infos, _) in loaded.items()}
+    named = {v for _, v in loaded.values() if v is not None}
+    if version is None and len(named) == 1:
+        version = next(iter(named))
+    elif version is not None and named - {version}:
+        problems.add(f"the infos' metadata names version {', '.join(sorted(named))}, the tables are {version}'s")
     scenes = {split: {info.get("scene_token") for info in infos} for split, infos in splits.items()}
     if scenes["train"] & scenes["val"]:
         problems.add("train and val share scenes")
@@ -264,6 +403,11 @@ def validate(files_root: Path, prefix: str, size: tuple[int, int] | None = None)
                 break
         if not problems:
             geometry[split] = check_geometry(infos, files_root, prefix, problems)
+    # After the geometry, which runs only on an otherwise clean set: disagreeing tables do not hide it.
+    if version not in VERSIONS:
+        problems.add(f"nuScenes version {version}: expected one of {', '.join(VERSIONS)}")
+    elif all(splits.values()):
+        check_tables(files_root, prefix, version, splits, problems)
     if problems:
         more = f"\n  ... and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""
         raise KitError(f"the data set at {files_root} failed validation:\n  "
