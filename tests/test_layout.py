@@ -106,3 +106,12 @@ def test_each_command_lives_in_the_module_named_after_it():
         nested = [a.choices.values() for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         funcs = [parser.get_default("func")] if not nested else [p.get_default("func") for p in nested[0]]
         assert {f.__module__ for f in funcs} == {f"flashocc_kit.commands.{module}"}, name
+
+
+def test_ci_runs_exactly_the_test_commands_the_readme_gives():
+    readme = (KIT_ROOT / "README.md").read_text()
+    section = readme.split("\n## Testing\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    ci = [line.strip() for line in (KIT_ROOT / ".ci" / "run").read_text().splitlines()]
+    assert commands and all(command in ci for command in commands), (commands, ci)
