@@ -377,15 +377,20 @@ def test_upstream_add_ann_adj_info_gives_the_generators_annotations(which, reque
         ours, theirs = load_infos(root, split)["infos"], load_infos(root, split, "adj")["infos"]
         assert [i["token"] for i in theirs] == [i["token"] for i in ours]
         for generated, converted in zip(ours, theirs):
-            assert (converted["scene_token"], converted["scene_name"]) == (generated["scene_token"],
-                                                                           generated["scene_name"])
-            assert os.path.realpath(converted["occ_path"]) == os.path.realpath(generated["occ_path"])
-            (their_boxes, their_labels), (our_boxes, our_labels) = converted["ann_infos"], generated["ann_infos"]
-            assert their_labels == our_labels
-            valid = np.flatnonzero(generated["valid_flag"])  # get_gt keeps the boxes with points
-            multi = [n for n, i in enumerate(valid) if i in seen_more_than_once(nusc, generated["token"])]
-            their_boxes, our_boxes = np.array(their_boxes).reshape(-1, 9), np.array(our_boxes).reshape(-1, 9)
-            np.testing.assert_allclose(their_boxes[:, :6], our_boxes[:, :6], rtol=0, atol=1e-6)
-            assert np.abs(wrap_angle(their_boxes[:, 6] - our_boxes[:, 6])).max(initial=0) < 1e-7
-            np.testing.assert_allclose(their_boxes[multi, 7:], our_boxes[multi, 7:], rtol=0, atol=1e-4)
-            assert (np.delete(their_boxes[:, 7:], multi, axis=0) == 0).all()
+            compare_adj_info(generated, converted, seen_more_than_once(nusc, generated["token"]))
+
+
+def compare_adj_info(generated: dict, converted: dict, multi: set[int]) -> None:
+    """What add_ann_adj_info adds to one sample's info (scene, occ_path, ann_infos) against the generator's
+    (multi: the sample's boxes seen more than once, as indices into all its annotations)."""
+    assert (converted["scene_token"], converted["scene_name"]) == (generated["scene_token"], generated["scene_name"])
+    assert os.path.realpath(converted["occ_path"]) == os.path.realpath(generated["occ_path"])
+    (their_boxes, their_labels), (our_boxes, our_labels) = converted["ann_infos"], generated["ann_infos"]
+    assert their_labels == our_labels
+    valid = np.flatnonzero(generated["valid_flag"])  # get_gt keeps the boxes with points
+    kept = [n for n, i in enumerate(valid) if i in multi]
+    their_boxes, our_boxes = np.array(their_boxes).reshape(-1, 9), np.array(our_boxes).reshape(-1, 9)
+    np.testing.assert_allclose(their_boxes[:, :6], our_boxes[:, :6], rtol=0, atol=1e-6)
+    assert np.abs(wrap_angle(their_boxes[:, 6] - our_boxes[:, 6])).max(initial=0) < 1e-7
+    np.testing.assert_allclose(their_boxes[kept, 7:], our_boxes[kept, 7:], rtol=0, atol=1e-4)
+    assert (np.delete(their_boxes[:, 7:], kept, axis=0) == 0).all()  # NaN velocities become 0 there

@@ -7,6 +7,8 @@ Class order is occ_metrics.py's `Metric_mIoU.class_names`; the grid is its point
 
 from __future__ import annotations
 
+import os
+
 OCC_CLASSES = (
     "others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
     "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain", "manmade",
@@ -29,6 +31,12 @@ GROUND_LAYER = 2
 DET_CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
                "pedestrian", "traffic_cone")
 
+# The panoptic labels (SparseOcc's gen_instance_info.py, read by --eval ray-iou): classes whose objects are each
+# an instance, as ray_pq.py's Metric_RayPQ counts them; every other class is stuff (instance 0).
+THING_CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "motorcycle", "bicycle", "pedestrian")
+# <data root>/occ3d_panoptic/<scene>/<token>/labels.npz, beside <data root>/gts/<scene>/<token>/labels.npz
+PANOPTIC_DIR = "occ3d_panoptic"
+
 CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
 LIDAR = "LIDAR_TOP"
 
@@ -39,3 +47,13 @@ SAMPLE_INTERVAL_US = 500_000  # nuScenes key frames come at 2 Hz
 
 def info_file(split: str) -> str:
     return f"{INFO_PREFIX}_infos_{split}.pkl"
+
+
+def panoptic_labels(occ_path: str) -> str:
+    """The panoptic labels.npz of the sample whose gts directory is occ_path, where the dataset's ray-iou
+    evaluation reads it (nuscenes_dataset_occ.py's panoptic_labels_path): occ3d_panoptic/ beside gts/."""
+    sample_dir = os.path.normpath(occ_path)
+    scene_dir = os.path.dirname(sample_dir)
+    data_root = os.path.dirname(os.path.dirname(scene_dir))
+    return os.path.join(data_root, PANOPTIC_DIR, os.path.basename(scene_dir), os.path.basename(sample_dir),
+                        "labels.npz")

@@ -27,7 +27,7 @@ from .splits import scene_names
 from .visibility import camera_mask, lidar_mask
 from .writer import Pose, SampleNames, encode_jpeg, npz_bytes, points_in_boxes, sample_info, token, write_bytes
 
-FORMAT_VERSION = 2  # 2: official scene names, nuScenes tables
+FORMAT_VERSION = 3  # 2: official scene names, nuScenes tables; 3: occ3d_panoptic/ (instances)
 FIRST_TIMESTAMP = 1_533_000_000_000_000  # microseconds, mid-2018 like nuScenes' logs
 SCENE_SPACING_US = 3_600_000_000  # one hour between scenes: sorted by timestamp, scenes stay contiguous
 
@@ -114,6 +114,9 @@ def render_sample(job: Job, scene_index: int, k: int) -> bytes:
     labels = {"semantics": frame.semantics, "mask_lidar": lidar_mask(frame.semantics, scene.lidar, sweep),
               "mask_camera": camera_mask(frame.semantics, scene.cameras, hits)}
     write_bytes(root, os.path.join(names.occ_dir(), "labels.npz"), npz_bytes(labels))
+    # SparseOcc's gen_instance_info.py output: the same labels plus each voxel's object, for RayPQ
+    write_bytes(root, os.path.join(names.panoptic_dir(), "labels.npz"),
+                npz_bytes({**labels, "instances": frame.voxel_instances}))
 
     ox, oy, oyaw = scene.origin
     ex, ey, eyaw = frame.pose

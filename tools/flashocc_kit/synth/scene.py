@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..occ3d import DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, GROUND_LAYER, OCC, SAMPLE_INTERVAL_US, VOXEL
+from ..occ3d import DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, GROUND_LAYER, OCC, SAMPLE_INTERVAL_US, THING_CLASSES, VOXEL
 
 # Road users: occupancy/detection class -> (length, width, height) ranges in metres.
 SIZES = {
@@ -30,6 +30,8 @@ SIZES = {
 TRAFFIC = {"car": 0.70, "truck": 0.09, "bus": 0.05, "trailer": 0.03, "construction_vehicle": 0.03,
            "motorcycle": 0.06, "bicycle": 0.04}
 LANE_WIDTH = 3.5
+THINGS = np.array([OCC[name] for name in THING_CLASSES], dtype=np.uint8)
+MAX_INSTANCES = 255  # the panoptic labels' ids are uint8, as gen_instance_info.py writes them
 # The ego's footprint around its origin (rear axle), with a margin: nothing may come closer.
 EGO_FOOTPRINT = (-2.5, 5.5, 1.5)  # rear, front, half-width (m)
 
@@ -223,6 +225,9 @@ class Frame:
     boxes: np.ndarray  # (N, 9): x, y, z (centre), l, w, h, yaw, vx, vy -- ann_infos' layout
     labels: np.ndarray  # (N,) index into DET_CLASSES
     instances: np.ndarray  # (N,) row in World.box_array(): the same object in every frame (nuScenes' instance)
+    # (200, 200, 16) uint8, the panoptic labels' `instances`: 0 on stuff and free voxels; the thing objects
+    # (THING_CLASSES) in view numbered 1..n in the order of their rows in World.box_array()
+    voxel_instances: np.ndarray
 
 
 def column_centres() -> tuple[np.ndarray, np.ndarray]:
@@ -249,25 +254,42 @@ def voxelise(world: World, k: int) -> Frame:
     semantics[:, :, GROUND_LAYER] = ground
 
     boxes = world.box_array()
+    owner = np.zeros(GRID_SHAPE, dtype=np.int64)  # 1 + the row of the box that painted each voxel last; 0: none
     centre_x = boxes[:, 1] + boxes[:, 8] * t - ex
     centre_y = boxes[:, 2] + boxes[:, 9] * t - ey
     bx, by = c * centre_x + s * centre_y, -s * centre_x + c * centre_y  # box centres, ego frame
     byaw = boxes[:, 3] - eyaw
     reach = 0.5 * np.hypot(boxes[:, 4], boxes[:, 5])
     for i in np.flatnonzero((np.abs(bx) < 40 + reach) & (np.abs(by) < 40 + reach)):
-        paint_box(semantics, int(boxes[i, 0]), bx[i], by[i], byaw[i], boxes[i, 4], boxes[i, 5], boxes[i, 6],
-                  boxes[i, 7], xs, ys, reach[i])
+        paint_box(semantics, owner, i + 1, int(boxes[i, 0]), bx[i], by[i], byaw[i], boxes[i, 4], boxes[i, 5],
+                  boxes[i, 6], boxes[i, 7], xs, ys, reach[i])
 
     det = (boxes[:, 10] >= 0) & (np.hypot(bx, by) < 55)
     vx, vy = boxes[:, 8], boxes[:, 9]
     ann = np.stack([bx, by, (boxes[:, 6] + boxes[:, 7]) / 2, boxes[:, 4], boxes[:, 5], boxes[:, 7] - boxes[:, 6],
                     (byaw + np.pi) % (2 * np.pi) - np.pi, c * vx + s * vy, -s * vx + c * vy], axis=1)[det]
-    return Frame((ex, ey, eyaw), semantics, ann, boxes[det, 10].astype(int), np.flatnonzero(det))
+    return Frame((ex, ey, eyaw), semantics, ann, boxes[det, 10].astype(int), np.flatnonzero(det),
+                 number_instances(semantics, owner))
 
 
-def paint_box(semantics: np.ndarray, cls: int, x: float, y: float, yaw: float, length: float, width: float,
-              z0: float, z1: float, xs: np.ndarray, ys: np.ndarray, reach: float) -> None:
-    """Voxels whose column centre lies in the footprint and whose height range overlaps [z0, z1]."""
+def number_instances(semantics: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """The panoptic instance of each voxel: the object that painted a thing voxel, numbered 1..n by its row
+    (each voxel's class is its painter's, so every id is one class); 0 elsewhere."""
+    thing = np.isin(semantics, THINGS)
+    rows = np.unique(owner[thing])  # the objects still visible after later boxes painted over theirs
+    if len(rows) > MAX_INSTANCES:
+        raise RuntimeError(f"{len(rows)} objects in one sample's grid; the panoptic labels number at most "
+                           f"{MAX_INSTANCES}")
+    instances = np.zeros(GRID_SHAPE, dtype=np.uint8)
+    instances[thing] = np.searchsorted(rows, owner[thing]) + 1
+    return instances
+
+
+def paint_box(semantics: np.ndarray, owner: np.ndarray, painter: int, cls: int, x: float, y: float, yaw: float,
+              length: float, width: float, z0: float, z1: float, xs: np.ndarray, ys: np.ndarray,
+              reach: float) -> None:
+    """Voxels whose column centre lies in the footprint and whose height range overlaps [z0, z1] become cls,
+    painted by `painter` (owner)."""
     i0, i1 = np.searchsorted(xs, x - reach), np.searchsorted(xs, x + reach)
     j0, j1 = np.searchsorted(ys, y - reach), np.searchsorted(ys, y + reach)
     if i0 >= i1 or j0 >= j1:
@@ -280,3 +302,4 @@ def paint_box(semantics: np.ndarray, cls: int, x: float, y: float, yaw: float, l
     k1 = min(int(np.ceil((z1 - GRID_LO[2]) / VOXEL)), GRID_SHAPE[2])
     if k0 < k1:
         semantics[i0:i1, j0:j1, k0:k1][inside] = cls
+        owner[i0:i1, j0:j1, k0:k1][inside] = painter

@@ -13,12 +13,13 @@ import tempfile
 from pathlib import Path
 
 from ..errors import KitError
-from ..occ3d import info_file
+from ..occ3d import PANOPTIC_DIR, info_file
 from .splits import VERSIONS
 
 MARKER = ".flashocc-kit-synthetic.json"
 # Everything the generator puts at the top of a data root; --overwrite replaces nothing else.
-GENERATED = frozenset({"samples", "gts", "maps", *VERSIONS, MARKER, info_file("train"), info_file("val")})
+GENERATED = frozenset({"samples", "gts", PANOPTIC_DIR, "maps", *VERSIONS, MARKER, info_file("train"),
+                       info_file("val")})
 
 
 def resolve_out(out: str, relative_to: Path) -> Path:

@@ -10,6 +10,9 @@ cameras put the faces onto other things and the agreement collapses.
 The nuScenes tables are checked against the infos: every sample there, its scene named from the version's
 official split, one key-frame sample_data per sensor naming the file the info names (and the file there),
 the same calibration, ego pose and annotation count; loaded with the nuscenes-devkit itself when it imports.
+
+Each sample's panoptic labels (occ3d_panoptic/, what --eval ray-iou reads) must hold its gts labels as they are
+and instance ids that each name one object of one thing class.
 """
 
 from __future__ import annotations
@@ -24,9 +27,21 @@ import numpy as np
 from pyquaternion import Quaternion
 
 from ..errors import KitError
-from ..occ3d import CAMERAS, DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, LIDAR, VOXEL, info_file
+from ..occ3d import (
+    CAMERAS,
+    DET_CLASSES,
+    FREE,
+    GRID_LO,
+    GRID_SHAPE,
+    LIDAR,
+    OCC_CLASSES,
+    VOXEL,
+    info_file,
+    panoptic_labels,
+)
 from . import nuscenes_db
 from .render import FAR_GROUND_COLOUR, PALETTE, SKY_HORIZON, SKY_ZENITH
+from .scene import THINGS
 from .splits import DEVKIT_SPLIT, VERSIONS, scene_names
 
 INFO_KEYS = ("lidar_path", "token", "sweeps", "cams", "lidar2ego_translation", "lidar2ego_rotation",
@@ -187,13 +202,41 @@ def check_geometry(infos: list[dict], files_root: Path, prefix: str, problems: P
     return {}
 
 
+def check_panoptic(name: str, labels, panoptic, path: Path, problems: Problems) -> None:
+    """The panoptic labels: the gts' arrays as they are, plus `instances` numbering the thing objects 1..n, each
+    id one thing class, stuff and free 0 (what SparseOcc's gen_instance_info.py writes and RayPQ reads)."""
+    differ = [key for key in LABEL_KEYS if key not in panoptic or not np.array_equal(panoptic[key], labels[key])]
+    if differ:
+        problems.add(f"sample {name}: {path}: {', '.join(differ)} missing or not the gts' labels.npz's")
+    if "instances" not in panoptic or panoptic["instances"].shape != GRID_SHAPE or \
+            panoptic["instances"].dtype != np.uint8:
+        problems.add(f"sample {name}: {path}: 'instances' must be uint8 {GRID_SHAPE}")
+        return
+    instances, semantics = panoptic["instances"], labels["semantics"]
+    thing = np.isin(semantics, THINGS)
+    if instances[~thing].any():
+        stuff = sorted({OCC_CLASSES[c] for c in np.unique(semantics[~thing & (instances > 0)])})
+        problems.add(f"sample {name}: {path}: instance ids on voxels of {', '.join(stuff)} (stuff: must be 0)")
+    if not instances[thing].all():
+        problems.add(f"sample {name}: {path}: thing voxels without an instance id")
+    pairs = np.unique(instances[thing].astype(np.int64) * 256 + semantics[thing])  # (id, class) pairs
+    ids = pairs // 256
+    split = np.unique(ids[1:][ids[1:] == ids[:-1]])
+    if split.size:
+        problems.add(f"sample {name}: {path}: instance ids of several classes: {', '.join(map(str, split[:5]))}")
+    used = np.unique(ids[ids > 0])
+    if not np.array_equal(used, np.arange(1, len(used) + 1)):
+        problems.add(f"sample {name}: {path}: instance ids are not 1..{len(used)}")
+
+
 def check_info(info: dict, files_root: Path, prefix: str, problems: Problems, size: tuple[int, int] | None) -> None:
     name = info.get("token", "?")
     missing = [key for key in INFO_KEYS if key not in info]
     if missing:
         problems.add(f"sample {name}: missing keys {missing}")
         return
-    files = {"lidar": info["lidar_path"], "labels": os.path.join(info["occ_path"], "labels.npz")}
+    files = {"lidar": info["lidar_path"], "labels": os.path.join(info["occ_path"], "labels.npz"),
+             "panoptic labels": panoptic_labels(info["occ_path"])}
     for cam in CAMERAS:
         cam_info = info["cams"].get(cam)
         if cam_info is None or any(key not in cam_info for key in CAM_KEYS):
@@ -225,6 +268,8 @@ def check_info(info: dict, files_root: Path, prefix: str, problems: Problems, si
                 problems.add(f"sample {name}: labels.npz['{key}'] must be uint8 {GRID_SHAPE}")
         if "semantics" in labels and labels["semantics"].max() > FREE:
             problems.add(f"sample {name}: semantics holds classes above {FREE}")
+        if "panoptic labels" in local and all(key in labels for key in LABEL_KEYS):
+            check_panoptic(name, labels, np.load(local["panoptic labels"]), local["panoptic labels"], problems)
     boxes, labels_ = info["ann_infos"]
     if len(boxes) != len(labels_) or any(np.shape(b) != (9,) for b in boxes) or \
             any(not 0 <= label < len(DET_CLASSES) for label in labels_):

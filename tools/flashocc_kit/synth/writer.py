@@ -1,4 +1,5 @@
-"""One sample on disk (images, point cloud, Occ3D labels) and its info dict, in create_data_bevdet.py's format.
+"""One sample on disk (images, point cloud, Occ3D labels, their panoptic version) and its info dict, in
+create_data_bevdet.py's format.
 
 Every path in an info is os.path.join(<data root as the user gave it>, ...), like the converter's.
 Files are written byte-reproducibly: the npz's zip entries carry a fixed date, unlike np.savez's.
@@ -16,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..occ3d import CAMERAS, DET_CLASSES, LIDAR
+from ..occ3d import CAMERAS, DET_CLASSES, LIDAR, PANOPTIC_DIR
 from .cameras import Camera, Lidar
 from .geometry import matrix_to_quaternion, wrap_angle, yaw_matrix
 
@@ -50,6 +51,10 @@ class SampleNames:
 
     def occ_dir(self) -> str:
         return os.path.join("gts", self.scene_name, self.sample_token)
+
+    def panoptic_dir(self) -> str:
+        """The panoptic labels (occ_dir's plus `instances`), where --eval ray-iou reads them."""
+        return os.path.join(PANOPTIC_DIR, self.scene_name, self.sample_token)
 
 
 def write_bytes(root: Path, rel: str, data: bytes) -> None:
