@@ -16,6 +16,10 @@ sys.path.insert(0, str(KIT_ROOT / "tools"))
 
 from flashocc_kit import pins  # noqa: E402
 
+# The launch scripts run `python3 tools/kit.py`: make that this interpreter (the cell under test, e.g.
+# `kit.py test --stack torch2.7`), not whichever environment <workspace>/.venv links.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
 }
