@@ -16,7 +16,7 @@ import pytest
 
 from conftest import KIT_ROOT
 from flashocc_kit.errors import KitError
-from flashocc_kit.occ3d import CAMERAS, DET_CLASSES, FREE, GRID_SHAPE, info_file
+from flashocc_kit.occ3d import CAMERAS, DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, OCC, THING_CLASSES, VOXEL, info_file
 from flashocc_kit.synth import options, target
 
 np = pytest.importorskip("numpy", reason="the generator needs numpy: run with the kit's environment")
@@ -26,6 +26,7 @@ pyquaternion = pytest.importorskip("pyquaternion", reason="the generator needs p
 from flashocc_kit.synth.generate import generate  # noqa: E402
 from flashocc_kit.synth.options import SynthOptions  # noqa: E402
 from flashocc_kit.synth.validate import validate  # noqa: E402
+from flashocc_kit.synth.writer import npz_bytes  # noqa: E402
 
 PREFIX = "data/nuscenes"  # relative, as create_data_bevdet.py writes them; resolved from the run directory
 SMALL = SynthOptions(width=352, height=198, train_scenes=2, val_scenes=1, samples_per_scene=2, seed=7, workers=1)
@@ -156,6 +157,103 @@ def test_lidar_points_lie_on_the_labelled_voxels(small_set):
         near = np.clip(cells + shift, 0, np.array(GRID_SHAPE) - 1)
         occupied |= semantics[near[:, 0], near[:, 1], near[:, 2]] != FREE
     assert occupied[inside].mean() > 0.99
+
+
+def panoptic_file(base: Path, info: dict) -> Path:
+    """Where --eval ray-iou reads a sample's panoptic labels: occ3d_panoptic/<scene>/<token>/, beside gts/."""
+    return base / PREFIX / "occ3d_panoptic" / info["scene_name"] / info["token"] / "labels.npz"
+
+
+def match_all(candidates: list[set[int]]) -> bool:
+    """Whether each instance can be given its own box among its candidates (Kuhn's augmenting paths)."""
+    owner: dict[int, int] = {}
+
+    def place(i: int, tried: set[int]) -> bool:
+        for box in candidates[i] - tried:
+            tried.add(box)
+            if box not in owner or place(owner[box], tried):
+                owner[box] = i
+                return True
+        return False
+
+    return all(place(i, set()) for i in range(len(candidates)))
+
+
+def test_panoptic_labels_give_each_object_its_own_instance(small_set):
+    """occ3d_panoptic/: the gts labels as they are plus `instances`, as SparseOcc's gen_instance_info.py writes them
+    (uint8, 0 on stuff and free): every thing voxel in some instance, each instance of one thing class and lying
+    inside an annotated box of that class, no two instances in the same box."""
+    base, _ = small_set
+    root = base / PREFIX
+    assert (root / "occ3d_panoptic").is_dir() and "occ3d_panoptic" in target.GENERATED
+    things = [OCC[name] for name in THING_CLASSES]
+    judged = 0
+    for info in load(root, "train")["infos"] + load(root, "val")["infos"]:
+        gts = np.load(base / info["occ_path"] / "labels.npz")
+        panoptic = np.load(panoptic_file(base, info))
+        assert panoptic.files == ["semantics", "mask_lidar", "mask_camera", "instances"]
+        for key in gts.files:
+            np.testing.assert_array_equal(panoptic[key], gts[key])
+        instances, semantics = panoptic["instances"], gts["semantics"]
+        assert instances.dtype == np.uint8 and instances.shape == GRID_SHAPE
+        thing = np.isin(semantics, things)
+        assert thing.any() and (instances[thing] > 0).all() and (instances[~thing] == 0).all()
+        count = int(instances.max())
+        assert set(np.unique(instances[thing])) == set(range(1, count + 1))
+        # the annotated boxes (all of them, in the LiDAR frame) against each instance's voxel centres
+        l2e = pyquaternion.Quaternion(info["lidar2ego_rotation"]).rotation_matrix
+        candidates = []
+        for number in range(1, count + 1):
+            cells = np.argwhere(instances == number)
+            (cls,) = np.unique(semantics[instances == number])
+            centres = np.array(GRID_LO) + VOXEL * (cells + 0.5)
+            if np.abs(centres[:, :2]).max() >= 30:
+                continue  # its box may lie beyond the 55 m the annotations reach
+            points = (centres - info["lidar2ego_translation"]) @ l2e  # ego -> LiDAR frame
+            inside = set()
+            for b, (box, name) in enumerate(zip(info["gt_boxes"], info["gt_names"])):
+                if OCC[name] != cls:
+                    continue
+                x, y, z, length, width, height, yaw = box
+                d = points - (x, y, z)
+                along, across = np.cos(yaw) * d[:, 0] + np.sin(yaw) * d[:, 1], -np.sin(yaw) * d[:, 0] + np.cos(
+                    yaw) * d[:, 1]
+                # column centres in the footprint; a voxel is painted where its height range meets the box's
+                if ((np.abs(along) <= length / 2 + 1e-4) & (np.abs(across) <= width / 2 + 1e-4)
+                        & (np.abs(d[:, 2]) <= height / 2 + VOXEL / 2 + 1e-4)).all():
+                    inside.add(b)
+            assert inside, f"sample {info['token']}: instance {number} (class {cls}) lies in no box of its class"
+            candidates.append(inside)
+        assert match_all(candidates), f"sample {info['token']}: two instances share one object"
+        judged += len(candidates)
+    assert judged >= 20
+
+
+def test_validation_checks_the_panoptic_labels(small_set, tmp_path):
+    base, _ = small_set
+    root = tmp_path / PREFIX
+    shutil.copytree(base / PREFIX, root)
+    first, second, third = load(root, "train")["infos"][:2] + load(root, "val")["infos"][:1]
+    panoptic_file(tmp_path, first).unlink()
+    # second: one instance id spread over two classes
+    path = panoptic_file(tmp_path, second)
+    labels = dict(np.load(path))
+    instances, semantics = labels["instances"], labels["semantics"]
+    classes = {n: semantics[instances == n][0] for n in range(1, int(instances.max()) + 1)}
+    other = next(n for n, cls in classes.items() if cls != classes[1])  # the seed's sample has cars and pedestrians
+    instances[instances == other] = 1
+    path.write_bytes(npz_bytes(labels))
+    # third: semantics other than the gts'
+    path = panoptic_file(tmp_path, third)
+    labels = dict(np.load(path))
+    labels["semantics"] = np.where(labels["semantics"] == OCC["vegetation"], OCC["manmade"], labels["semantics"])
+    path.write_bytes(npz_bytes(labels))
+    with pytest.raises(KitError) as err:
+        validate(root, PREFIX)
+    text = str(err.value)
+    assert f"sample {first['token']}: panoptic labels file {panoptic_file(Path(''), first)} missing" in text
+    assert f"sample {second['token']}: {panoptic_file(tmp_path, second)}: instance ids of several classes: 1" in text
+    assert f"sample {third['token']}: {panoptic_file(tmp_path, third)}: semantics missing or not the gts'" in text
 
 
 def test_geometric_check_catches_swapped_or_inverted_extrinsics(small_set, tmp_path):

@@ -16,8 +16,9 @@ NEEDS = ("numpy", "cv2", "tqdm", "pyquaternion")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate a small synthetic Occ3D-nuScenes data set for smoke runs",
                        description="Generate a synthetic Occ3D-nuScenes data set (images, LiDAR, occupancy "
-                                   "labels, bevdetv2-nuscenes infos) that FlashOCC's pipeline reads as it reads "
-                                   "the real one. Same seed and options, same bytes.",
+                                   "labels and their panoptic version for --eval ray-iou, bevdetv2-nuscenes "
+                                   "infos) that FlashOCC's pipeline reads as it reads the real one. Same seed and "
+                                   "options, same bytes.",
                        epilog="Image size and data_config: PrepareImageInputs ignores src_size and scales each "
                               "image by input_W / image_W, and the rig's intrinsics scale with the image, so "
                               "input_size=(256, 704) fits any 16:9 size (set src_size=(H, W) for the record); "
