@@ -102,10 +102,12 @@ STANDINS = {
             record("resnet_fp16 applied")
     """,
     "mx_driving/patcher/__init__.py": """
-        import importlib, os
+        import importlib, os, sys
         from _standin_log import record
         from ._patches import batch_matmul, resnet_add_relu, resnet_fp16
         API = os.environ.get("STANDIN_PATCHER_API", "patcher")
+        if API == "builder-old":
+            sys.modules[__name__ + ".mmdet"] = importlib.import_module(__name__ + "._old_layout_mmdet")
         if API == "patcher":
             class _PatchClass:
                 @classmethod
@@ -152,10 +154,8 @@ STANDINS = {
             def build(self):
                 return _Built(self.patches)
     """,
-    "mx_driving/patcher/mmdet.py": """
-        import os
-        if os.environ.get("STANDIN_PATCHER_API") != "builder-old":
-            raise ImportError("no mx_driving.patcher.mmdet in this DrivingSDK")
+    # the old layout's module, present only as "builder-old" (the patcher package maps it in)
+    "mx_driving/patcher/_old_layout_mmdet.py": """
     """,
     "_standin_log.py": """
         import json, os

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import types
 
@@ -105,11 +106,19 @@ def test_tensorrt_export_path_still_gets_sorted_ranks_and_intervals(flashocc_roo
     assert vt.voxel_pooling_prepare_sorted(far) == (None,) * 5
 
 
-def test_ray_iou_off_cuda_is_a_clear_error_not_an_import_failure(flashocc_root):
-    from projects.mmdet3d_plugin.core.evaluation import ray_metrics
+def test_off_cuda_ray_iou_casts_with_the_portable_op_and_cuda_alone_is_a_clear_error(flashocc_root, monkeypatch):
+    from projects.mmdet3d_plugin.ops import dvr
 
-    with pytest.raises(RuntimeError, match="ray-IoU needs the CUDA extension lib/dvr.*runs on cpu"):
-        ray_metrics.load_dvr()
+    monkeypatch.setattr(dvr, "_chosen", None)
+    monkeypatch.delenv("FLASHOCC_DVR", raising=False)
+    caster = dvr.ray_caster()
+    assert caster.render_forward is dvr.render_forward_portable and caster.device == "cpu"
+    for wanted, error in (("cuda", "FLASHOCC_DVR=cuda: the dvr extension needs CUDA, and this process runs on cpu"),
+                          ("gpu", "FLASHOCC_DVR='gpu': expected one of auto, portable, cuda")):
+        monkeypatch.setattr(dvr, "_chosen", None)
+        monkeypatch.setenv("FLASHOCC_DVR", wanted)
+        with pytest.raises((RuntimeError, ValueError), match=re.escape(error)):
+            dvr.ray_caster()
 
 
 def test_custom_focal_loss_builds_and_runs_on_cpu(flashocc_root):

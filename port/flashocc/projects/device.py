@@ -173,11 +173,8 @@ def _apply_patcher(wanted) -> str:
     # takes mmdet's resnet module up to 2025-09 (when mx_driving.patcher.mmdet existed), the mmdet package since
     from mx_driving.patcher import Patch, PatcherBuilder, batch_matmul, resnet_add_relu
     functions = {'batch_matmul': batch_matmul, 'resnet_add_relu': resnet_add_relu}
-    try:
-        importlib.import_module('mx_driving.patcher.mmdet')
-        resnet_module = 'mmdet.models.backbones.resnet'
-    except ImportError:
-        resnet_module = 'mmdet'
+    # a look for the old layout, not a use of it (the contract check holds what the port calls)
+    resnet_module = 'mmdet.models.backbones.resnet' if is_installed('mx_driving.patcher.mmdet') else 'mmdet'
     modules = {'batch_matmul': 'torch', 'resnet_add_relu': resnet_module}
     builder = PatcherBuilder()
     for name in wanted:
