@@ -46,12 +46,21 @@ def test_a_damaged_or_missing_resume_path_is_refused_before_training(tmp_path):
     assert checkpoints.resume_point(tmp_path / "empty")[0] is None
 
 
-def test_legs_of_a_resumed_run_accumulate_and_a_fresh_start_forgets_them(tmp_path):
-    checkpoints.record_leg(tmp_path, time.time(), 100.0, None, "exit -9")
-    legs = checkpoints.record_leg(tmp_path, time.time(), 40.0, tmp_path / "epoch_1.pth", "ok")
-    assert [leg["seconds"] for leg in legs] == [100.0, 40.0] and legs[1]["resumed_from"].endswith("epoch_1.pth")
+def test_legs_of_a_resumed_run_accumulate_a_killed_leg_counts_and_a_fresh_start_forgets_them(tmp_path):
+    import os
+
+    started = time.time() - 300
+    checkpoints.start_leg(tmp_path, started, None)  # then killed outright: never finished
+    (tmp_path / ".heartbeat").mkdir()
+    (tmp_path / ".heartbeat" / "rank0.json").write_text("{}")
+    os.utime(tmp_path / ".heartbeat" / "rank0.json", (started + 120, started + 120))  # its last sign of life
+    checkpoints.start_leg(tmp_path, time.time(), tmp_path / "epoch_1.pth")
+    legs = checkpoints.finish_leg(tmp_path, 40.0, "ok")
+    assert [leg["seconds"] for leg in legs] == [120.0, 40.0] and legs[1]["resumed_from"].endswith("epoch_1.pth")
+    assert legs[0]["outcome"].startswith("interrupted") and legs[1]["outcome"] == "ok"
     assert len(legs[0]["stamp"]) == len("20261201_101500")
-    assert len(checkpoints.record_leg(tmp_path, time.time(), 5.0, None, "ok")) == 1
+    checkpoints.start_leg(tmp_path, time.time(), None)
+    assert len(checkpoints.finish_leg(tmp_path, 5.0, "ok")) == 1
 
 
 

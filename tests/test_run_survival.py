@@ -162,7 +162,8 @@ INDEX_SITECUSTOMIZE = """
     import os, sys, threading, time
     if os.environ.get("RANK") is not None and any(a.endswith("train.py") for a in sys.argv):
         def patch_when_loaded():
-            while "mmdet3d.datasets.custom_3d" not in sys.modules:
+            # the class, not only the module: a module still importing has no class yet
+            while not hasattr(sys.modules.get("mmdet3d.datasets.custom_3d"), "Custom3DDataset"):
                 time.sleep(0.05)
             dataset = sys.modules["mmdet3d.datasets.custom_3d"].Custom3DDataset
             original = dataset.__getitem__
@@ -179,14 +180,21 @@ INDEX_SITECUSTOMIZE = """
 def two_nodes(flashocc_root: Path, tmp_path: Path, node_args: dict[int, tuple[str, ...]], data: Path,
               env: dict | None = None) -> dict[int, tuple[int, str]]:
     port = str(free_port())
-    procs = {}
+    procs, logs = {}, {}
     for rank in (1, 0):  # node 1 first: it waits for node 0
+        # into files, not pipes: a node whose pipe fills while the test waits on the other would block for good
+        logs[rank] = (tmp_path / f"node{rank}.out").open("w")
         procs[rank] = launch(flashocc_root, tmp_path / "work", tmp_path / f"out{rank}", "--num-npu", "1",
                              "--max-iters", "6", "--data-root", str(data), "--node-timeout", "300",
-                             *node_args.get(rank, ()),
+                             *node_args.get(rank, ()), stdout=logs[rank],
                              env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
                                   "MASTER_PORT": port, **(env or {})})
-    return {rank: (proc.wait(1800), proc.stdout.read()) for rank, proc in procs.items()}
+    results = {}
+    for rank, proc in procs.items():
+        code = proc.wait(1800)
+        logs[rank].close()
+        results[rank] = (code, (tmp_path / f"node{rank}.out").read_text())
+    return results
 
 
 def test_two_nodes_train_together_on_one_split_and_node_0_writes_the_summaries(flashocc_root, tmp_path):

@@ -14,6 +14,7 @@ anything random outside the seeded sampler and model (data-loader workers reseed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import KitError
+from .watch import HEARTBEATS
 
 CHECKPOINT = re.compile(r"^(epoch|iter)_(\d+)(_ema)?\.pth$")
 LEGS_FILE = "kit-run-legs.json"  # in the work dir: one entry per launch of the run
@@ -99,13 +101,42 @@ def read_legs(work_dir: Path) -> list[dict]:
         return []
 
 
-def record_leg(work_dir: Path, started: float, seconds: float, resumed_from: Path | None, outcome: str) -> list[dict]:
-    """Add this launch to the work dir's legs (a fresh start forgets earlier ones); returns all legs."""
+def start_leg(work_dir: Path, started: float, resumed_from: Path | None) -> list[dict]:
+    """Record this launch as a leg of the run before it trains (a fresh start forgets earlier legs).
+
+    Recorded first, so that a launch killed outright (SIGKILL, a node lost) still counts: the next leg
+    closes it, its length taken from the last file the run wrote while it lasted (heartbeats, mmcv's logs).
+    """
     legs = read_legs(work_dir) if resumed_from is not None else []
-    legs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+    for leg in legs:
+        if leg["outcome"] == "running":
+            leg["seconds"] = round(max(0.0, last_activity(work_dir, leg["started_at"]) - leg["started_at"]), 1)
+            leg["outcome"] = "interrupted (ended without finishing: killed?)"
+    legs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)), "started_at": started,
                  "stamp": time.strftime("%Y%m%d_%H%M%S", time.localtime(started)),  # as mmcv names its logs
-                 "seconds": round(seconds, 1), "resumed_from": str(resumed_from) if resumed_from else None,
-                 "outcome": outcome})
+                 "seconds": 0.0, "resumed_from": str(resumed_from) if resumed_from else None, "outcome": "running"})
+    write_legs(work_dir, legs)
+    return legs
+
+
+def finish_leg(work_dir: Path, seconds: float, outcome: str) -> list[dict]:
+    """This launch's leg (the last one) ended: its length and how."""
+    legs = read_legs(work_dir)
+    legs[-1].update(seconds=round(seconds, 1), outcome=outcome)
+    write_legs(work_dir, legs)
+    return legs
+
+
+def last_activity(work_dir: Path, since: float) -> float:
+    """When the run last wrote one of its files (heartbeats, logs, checkpoints) after `since`; `since` if never."""
+    times = [since]
+    for pattern in ("*.log", "*.log.json", "*.pth", f"{HEARTBEATS}/*.json"):
+        for path in Path(work_dir).glob(pattern):
+            with contextlib.suppress(OSError):
+                times.append(path.stat().st_mtime)
+    return max(times)
+
+
+def write_legs(work_dir: Path, legs: list[dict]) -> None:
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     (Path(work_dir) / LEGS_FILE).write_text(json.dumps(legs, indent=2) + "\n")
-    return legs

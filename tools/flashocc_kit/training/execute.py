@@ -13,17 +13,16 @@ from typing import Iterator
 
 from .. import ascend
 from ..errors import KitError
-from .checkpoints import check_resume_path, read_legs, record_leg, resume_point
+from .checkpoints import check_resume_path, finish_leg, read_legs, resume_point, start_leg
 from .commands import rank_environment, test_command, train_command
 from .nodes import Nodes, meet
 from .preflight import check_data_quickly, check_devices, check_work_dir, environment_check
 from .run import MODES, NETWORK, SMOKE_DATA, Run
 from .stream import report_failure, stream
-from .watch import StallWatch
+from .watch import HEARTBEATS, StallWatch
 
 RESULTS = "results.pkl"  # tools/test.py --out, in the work dir; the metrics land beside it (.metrics.json)
 HEARTBEAT_ENV = "FLASHOCC_HEARTBEAT_DIR"  # read by the port's tools/train.py
-HEARTBEATS = ".heartbeat"  # in the work dir
 
 
 @contextmanager
@@ -159,9 +158,11 @@ def execute(run: Run) -> int:
     watch = StallWatch(run.work_dir / HEARTBEATS, list(range(first_rank, first_rank + run.devices)),
                        run.stall_timeout)
     started = time.time()
+    if nodes.rank == 0:
+        start_leg(run.work_dir, started, run.resume_from)
     code = stream(train_command(run), run.flashocc, env, console, watch)
     if nodes.rank == 0:
-        record_leg(run.work_dir, started, time.time() - started, run.resume_from, "ok" if code == 0 else f"exit {code}")
+        finish_leg(run.work_dir, time.time() - started, "ok" if code == 0 else f"exit {code}")
     if code != 0:
         return report_failure("training", code, console, run.work_dir)
     if nodes.rank != 0:

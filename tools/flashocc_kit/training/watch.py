@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+HEARTBEATS = ".heartbeat"  # in the work dir: rank<N>.json per rank
 STARTUP_SECONDS = 900.0  # before the first heartbeat: model build, data set, the first batches
 MARGIN_SECONDS = 180.0  # past the slowest step seen
 MINIMUM_SECONDS = 300.0

@@ -2,7 +2,8 @@
 """Where each rank is, for the porting kit's stall watch.
 
 Each rank writes `rank<RANK>.json` in `directory` at the start and end of every
-training iteration and epoch: its epoch, iteration, phase and the time. The
+training iteration and epoch: its epoch, iteration (counted from 1, as mmcv's
+log lines count: the one in progress, or just done), phase and the time. The
 launcher that watches the run (the kit's `kit.py launch --stall-timeout`)
 ends it when a rank's file stops changing, and names that rank and where it
 was. Written atomically (a temporary file renamed), so a reader never sees
@@ -26,7 +27,7 @@ class RankHeartbeatHook(Hook):
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, f'rank{self.rank}.json')
         record = dict(rank=self.rank, local_rank=int(os.environ.get('LOCAL_RANK', 0)),
-                      pid=os.getpid(), epoch=runner.epoch + 1, iter=runner.iter,
+                      pid=os.getpid(), epoch=runner.epoch + 1, iter=runner.iter + 1,
                       inner_iter=getattr(runner, 'inner_iter', 0), phase=phase,
                       time=time.time())
         temporary = f'{path}.{os.getpid()}.tmp'
