@@ -54,6 +54,19 @@ def test_a_cell_that_cannot_work_is_refused_in_one_sentence(python, requested, t
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("found, names", [
+    ([], "install one of Python 3.8, 3.9, 3.10 or 3.11 and run the kit with it, e.g. `python3.11 tools/kit.py setup`"),
+    (["python3.10"], "run the kit with python3.10 (found here), e.g. `python3.10 tools/kit.py setup`"),
+    (["python3.8", "python3.11"], "run the kit with python3.8 or python3.11 (found here), e.g. `python3.11 tools"),
+])
+def test_a_python_no_stack_serves_is_told_which_interpreters_work(monkeypatch, found, names):
+    """The refusal names the interpreters on this machine that can host a stack, else the versions to install."""
+    monkeypatch.setattr(stacks, "interpreters_for", lambda versions: [f for f in found if f[6:] in versions])
+    with pytest.raises(KitError) as err:
+        stacks.choose_stack("3.12", None, None, "x86_64")
+    assert names in str(err.value)
+
+
 def test_setup_under_a_python_no_stack_serves_stops_before_writing_anything(tmp_path):
     """The CLI starts on any Python >= 3.8 with the standard library; setup then refuses in one sentence."""
     from flashocc_kit.installer import Setup, SetupOptions

@@ -178,9 +178,11 @@ def choose_stack(python: str, requested: str | None, installed_torch: str | None
         raise KitError(
             f"Python {python} can host none of the kit's stacks ("
             + ", ".join(f"{s.name} needs Python {s.python_range}" for s in stacks.values())
-            + "; there are no torch or mx-driving wheels for others): run the kit with "
-            + (f"one of {', '.join(found)}" if found else f"Python {', '.join(servable)}")
-            + ", e.g. `python3.11 tools/kit.py setup`.")
+            + "; there are no torch or mx-driving wheels for others): "
+            + (f"run the kit with {' or '.join(found)} (found here), e.g. `{found[-1]} tools/kit.py setup`."
+               if found else
+               f"install one of Python {', '.join(servable[:-1])} or {servable[-1]} and run the kit with it, e.g. "
+               f"`python{servable[-1]} tools/kit.py setup`."))
     if installed_torch is not None:
         kept = [s for s in stacks.values() if s.takes_torch(installed_torch)]
         if not kept:
