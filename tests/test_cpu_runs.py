@@ -54,6 +54,23 @@ def test_perf_script_trains_on_cpu_with_two_ranks(perf_run, flashocc_root):
     assert tracked_changes(flashocc_root) == before  # no source or config file edited
 
 
+def test_the_run_logs_its_learning_rate_rule_and_trains_with_that_lr(perf_run, flashocc_root):
+    """The launcher's rule (here: the config's lr at the config's global batch) in its log and the summary, and
+    the lr in the config the ranks dumped into their work directory."""
+    from mmcv import Config
+
+    from flashocc_kit.training.run import SMOKE_CONFIG, read_config
+
+    proc, out, _ = perf_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    config_lr = read_config(flashocc_root, SMOKE_CONFIG).lr
+    summary = json.loads((out / "output" / "FlashOCC_R50_cpusmoke_bs4_2p_perf_summary.json").read_text())
+    assert summary["lr"] == config_lr and summary["global_batch"] == 4
+    assert summary["lr_rule"].startswith(f"the config's {config_lr:g} (global batch 4")
+    assert f"lr {config_lr:.2e}: {summary['lr_rule']}" in proc.stdout
+    assert Config.fromfile(str(out / "work" / Path(SMOKE_CONFIG).name)).optimizer.lr == config_lr
+
+
 @pytest.mark.parametrize("factor, code", [(2.0, 0), (0.5, 1)])
 def test_gate_passes_and_fails_where_it_should(perf_run, tmp_path, factor, code):
     proc, out, _ = perf_run
