@@ -19,6 +19,8 @@ import pytest
 
 from conftest import KIT_ROOT, free_port, git
 
+PERF_CASE = "FlashOCC_R50_cpusmoke_bs4_2p_perf"  # the smoke perf run's case name: 2 ranks x 2 samples
+
 
 def run_env() -> dict[str, str]:
     env = {**os.environ, "MASTER_PORT": str(free_port())}
@@ -44,11 +46,10 @@ def perf_run(flashocc_root, tmp_path_factory):
 def test_perf_script_trains_on_cpu_with_two_ranks(perf_run, flashocc_root):
     proc, out, before = perf_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    case = "FlashOCC_R50_cpusmoke_bs4_2p_perf"
-    summary = json.loads((out / "output" / f"{case}_summary.json").read_text())
+    summary = json.loads((out / "output" / f"{PERF_CASE}_summary.json").read_text())
     assert summary["rank_size"] == 2 and summary["environment"]["device"] == "cpu"
     assert summary["global_batch"] == 4 and summary["step_time_s"]["mean"] > 0
-    fields = dict(line.split(" = ", 1) for line in (out / "output" / f"{case}.log").read_text().splitlines())
+    fields = dict(line.split(" = ", 1) for line in (out / "output" / f"{PERF_CASE}.log").read_text().splitlines())
     assert fields["RankSize"] == "2" and float(fields["ActualFPS"]) > 0 and float(fields["ActualLoss"]) > 0
     assert "iter_12.pth" in os.listdir(out / "work")
     assert tracked_changes(flashocc_root) == before  # no source or config file edited
@@ -64,7 +65,7 @@ def test_the_run_logs_its_learning_rate_rule_and_trains_with_that_lr(perf_run, f
     proc, out, _ = perf_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     config_lr = read_config(flashocc_root, SMOKE_CONFIG).lr
-    summary = json.loads((out / "output" / "FlashOCC_R50_cpusmoke_bs4_2p_perf_summary.json").read_text())
+    summary = json.loads((out / "output" / f"{PERF_CASE}_summary.json").read_text())
     assert summary["lr"] == config_lr and summary["global_batch"] == 4
     assert summary["lr_rule"].startswith(f"the config's {config_lr:g} (global batch 4")
     assert f"lr {config_lr:.2e}: {summary['lr_rule']}" in proc.stdout
@@ -75,7 +76,7 @@ def test_the_run_logs_its_learning_rate_rule_and_trains_with_that_lr(perf_run, f
 def test_gate_passes_and_fails_where_it_should(perf_run, tmp_path, factor, code):
     proc, out, _ = perf_run
     assert proc.returncode == 0
-    summary_path = out / "output" / "FlashOCC_R50_cpusmoke_bs4_2p_perf_summary.json"
+    summary_path = out / "output" / f"{PERF_CASE}_summary.json"
     measured = json.loads(summary_path.read_text())["step_time_s"]["mean"]
     baselines = tmp_path / "baselines.json"
     baselines.write_text(json.dumps({"schema": 1, "sources": {"test": "this test"}, "baselines": [

@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from flashocc_kit.occ3d import FREE, GRID_SHAPE, GROUND_LAYER, OCC, OCC_CLASSES, info_file, panoptic_labels
+from flashocc_kit.training.run import SMOKE_CONFIG
 from test_cpu_runs import run_env
 
 np = pytest.importorskip("numpy", reason="needs numpy: run the suite in the kit's environment")
 pytest.importorskip("mmcv", reason="needs mmcv: run the suite in the kit's environment")
 
-SMOKE_CONFIG = "projects/configs/flashocc/flashocc-r50-smoke.py"
-FREE, DRIVEABLE, GROUND_LAYER = 17, 11, 2
+DRIVEABLE = OCC["driveable_surface"]
 KEYS = ("RayIoU", "RayIoU@1", "RayIoU@2", "RayIoU@4")
 PQ_KEYS = ("RayPQ", "RayPQ@1", "RayPQ@2", "RayPQ@4")
 TRAIN_ITERS = 4  # the launcher's summary needs 3 logged iterations after its warm-up
@@ -59,7 +60,7 @@ def val_set(flashocc_root, synthetic_set, monkeypatch_module):
     monkeypatch_module.setenv("FLASHOCC_RAY_WORKERS", "0")
     cfg = Config.fromfile(str(flashocc_root / SMOKE_CONFIG))
     cfg.data.test.data_root = f"{synthetic_set}/"
-    cfg.data.test.ann_file = f"{synthetic_set}/bevdetv2-nuscenes_infos_val.pkl"
+    cfg.data.test.ann_file = f"{synthetic_set}/{info_file('val')}"
     dataset = build_dataset(cfg.data.test, dict(test_mode=True))
     assert len(dataset) == 4
     return dataset
@@ -67,8 +68,7 @@ def val_set(flashocc_root, synthetic_set, monkeypatch_module):
 
 def panoptic(info: dict) -> dict:
     """A sample's occ3d_panoptic labels, found as the generator writes them (beside its gts/)."""
-    sample = Path(info["occ_path"])
-    return dict(np.load(sample.parents[2] / "occ3d_panoptic" / sample.parent.name / sample.name / "labels.npz"))
+    return dict(np.load(panoptic_labels(info["occ_path"])))
 
 
 def evaluate(dataset, results) -> dict:
@@ -150,9 +150,9 @@ def test_missing_panoptic_labels_are_named(val_set, tmp_path):
     gts = tmp_path / "nuscenes" / "gts" / sample.parent.name / sample.name  # a data root with gts/ alone
     shutil.copytree(sample, gts)
     info["occ_path"] = str(gts)
-    missing = tmp_path / "nuscenes" / "occ3d_panoptic" / sample.parent.name / sample.name / "labels.npz"
+    missing = panoptic_labels(str(gts))
     truth = [panoptic(i)["semantics"] for i in val_set.data_infos]
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
         evaluate(elsewhere, truth)
 
 
@@ -164,7 +164,7 @@ def flat_road_checkpoint(trained: Path, out: Path) -> None:
     checkpoint = torch.load(trained, map_location="cpu")
     state = checkpoint["state_dict"]
     weight, bias = state["occ_head.predicter.2.weight"], state["occ_head.predicter.2.bias"]
-    logits = torch.zeros(16, 18)  # (Dz, classes), as the head views its output
+    logits = torch.zeros(GRID_SHAPE[2], len(OCC_CLASSES))  # (Dz, classes), as the head views its output
     logits[:, FREE] = 10.0
     logits[GROUND_LAYER, DRIVEABLE] = 20.0
     state["occ_head.predicter.2.weight"] = torch.zeros_like(weight)
@@ -206,7 +206,7 @@ def test_tools_test_py_evaluates_ray_iou_on_the_cpu(flashocc_root, synthetic_set
     values = document["values"]
     assert set(values) == set(KEYS) and all(0 < values[k] < 1 for k in KEYS), values
     # what the dataset's evaluate gives for that prediction, here in this process
-    road = np.full((200, 200, 16), FREE, dtype=np.uint8)
+    road = np.full(GRID_SHAPE, FREE, dtype=np.uint8)
     road[:, :, GROUND_LAYER] = DRIVEABLE
     expected = evaluate(val_set, [road] * len(val_set))
     assert values == pytest.approx({k: float(v) for k, v in expected.items()}, rel=0, abs=1e-12)

@@ -4,6 +4,7 @@ the checks before any rank starts."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import zipfile
@@ -14,7 +15,7 @@ import pytest
 from conftest import free_port
 from flashocc_kit.errors import KitError
 from flashocc_kit.training import checkpoints, nodes, preflight
-from flashocc_kit.training.watch import StallWatch
+from flashocc_kit.training.watch import HEARTBEATS, StallWatch
 
 
 def torch_like_checkpoint(path: Path, payload: bytes = b"x" * 4096) -> Path:
@@ -47,13 +48,12 @@ def test_a_damaged_or_missing_resume_path_is_refused_before_training(tmp_path):
 
 
 def test_legs_of_a_resumed_run_accumulate_a_killed_leg_counts_and_a_fresh_start_forgets_them(tmp_path):
-    import os
-
     started = time.time() - 300
     checkpoints.start_leg(tmp_path, started, None)  # then killed outright: never finished
-    (tmp_path / ".heartbeat").mkdir()
-    (tmp_path / ".heartbeat" / "rank0.json").write_text("{}")
-    os.utime(tmp_path / ".heartbeat" / "rank0.json", (started + 120, started + 120))  # its last sign of life
+    heartbeat = tmp_path / HEARTBEATS / "rank0.json"
+    heartbeat.parent.mkdir()
+    heartbeat.write_text("{}")
+    os.utime(heartbeat, (started + 120, started + 120))  # its last sign of life
     checkpoints.start_leg(tmp_path, time.time(), tmp_path / "epoch_1.pth")
     legs = checkpoints.finish_leg(tmp_path, 40.0, "ok")
     assert [leg["seconds"] for leg in legs] == [120.0, 40.0] and legs[1]["resumed_from"].endswith("epoch_1.pth")

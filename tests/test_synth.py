@@ -16,7 +16,18 @@ import pytest
 
 from conftest import KIT_ROOT
 from flashocc_kit.errors import KitError
-from flashocc_kit.occ3d import CAMERAS, DET_CLASSES, FREE, GRID_LO, GRID_SHAPE, OCC, THING_CLASSES, VOXEL, info_file
+from flashocc_kit.occ3d import (
+    CAMERAS,
+    DET_CLASSES,
+    FREE,
+    GRID_LO,
+    GRID_SHAPE,
+    OCC,
+    PANOPTIC_DIR,
+    THING_CLASSES,
+    VOXEL,
+    info_file,
+)
 from flashocc_kit.synth import options, target
 
 np = pytest.importorskip("numpy", reason="the generator needs numpy: run with the kit's environment")
@@ -161,7 +172,7 @@ def test_lidar_points_lie_on_the_labelled_voxels(small_set):
 
 def panoptic_file(base: Path, info: dict) -> Path:
     """Where --eval ray-iou reads a sample's panoptic labels: occ3d_panoptic/<scene>/<token>/, beside gts/."""
-    return base / PREFIX / "occ3d_panoptic" / info["scene_name"] / info["token"] / "labels.npz"
+    return base / PREFIX / PANOPTIC_DIR / info["scene_name"] / info["token"] / "labels.npz"
 
 
 def match_all(candidates: list[set[int]]) -> bool:
@@ -185,7 +196,7 @@ def test_panoptic_labels_give_each_object_its_own_instance(small_set):
     inside an annotated box of that class, no two instances in the same box."""
     base, _ = small_set
     root = base / PREFIX
-    assert (root / "occ3d_panoptic").is_dir() and "occ3d_panoptic" in target.GENERATED
+    assert (root / PANOPTIC_DIR).is_dir() and PANOPTIC_DIR in target.GENERATED
     things = [OCC[name] for name in THING_CLASSES]
     judged = 0
     for info in load(root, "train")["infos"] + load(root, "val")["infos"]:
