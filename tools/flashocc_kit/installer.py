@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import drivingsdk, gitutil, sources
 from .ascend import cann_home
+from .diskspace import explain_if_disk_full, require_room
 from .errors import KitError
 from .pins import cache_dir
 from .stackenv import STATE_FILE, run_probe, venv_dir, venv_python
@@ -40,6 +41,7 @@ class Runner:
     """Runs commands for one setup, each with its own log file, and fails with the evidence."""
 
     log_dir: Path
+    venv: Path | None = None  # where the environment is written: named when a step runs out of disk
     step: int = 0
     total: int = 0
     state: dict = field(default_factory=dict)
@@ -63,6 +65,9 @@ class Runner:
                                   stderr=subprocess.STDOUT, text=True)
         output = log.read_text()
         if proc.returncode != 0:
+            disk_full = self.venv and explain_if_disk_full(output, self.venv, f"{self.step} ({name})")
+            if disk_full:
+                raise KitError(f"{disk_full}\ncommand: {' '.join(cmd)}\nlog: {log}")
             tail = "\n".join(output.splitlines()[-25:])
             raise KitError(f"setup step {self.step} ({name}) failed with exit {proc.returncode}.\n"
                            f"command: {' '.join(cmd)}\nlog: {log}\nlast lines:\n{tail}")
@@ -151,6 +156,7 @@ class Setup:
         self.runner = Runner(self.ws.kit_state / "logs", total=total_steps)
         self.plan = plan(opts)
         self.venv_dir = self.plan.venv
+        self.runner.venv = self.venv_dir
         self.python = venv_python(self.venv_dir)
         self.state_path = self.venv_dir / STATE_FILE
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
@@ -230,6 +236,9 @@ class Setup:
         self.runner.done(t, f"installed {len(missing)} of {len(pins)} pinned packages")
 
     def python_stack(self) -> None:
+        if not self.plan.keep_torch and installed_versions(self.python, ["torch"]).get("torch") != self.stack.torch:
+            # a new environment: torch and its CUDA libraries, with pip's downloads beside them until the end
+            require_room(self.venv_dir, self.stack.disk_gib, f"installing {self.stack.lock} into {self.venv_dir}")
         self.pinned(f"Python stack from {self.stack.lock}"
                     + (" (its shared part: the torch is kept)" if self.plan.keep_torch else ""),
                     applicable_pins(self.python, self.lock_lines()), "pip-stack")

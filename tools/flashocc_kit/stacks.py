@@ -63,6 +63,7 @@ class Stack:
     pythons: tuple[str, ...]
     torch_npu: str
     mx_driving: str
+    disk_gib: float  # free disk a new environment of this stack asks for (pins.ini says how it was measured)
     default: bool = False
 
     @property
@@ -128,6 +129,7 @@ def load_stacks() -> dict[str, Stack]:
             fields = parser[section]
             stacks[name] = Stack(name=name, lock=fields["lock"], pythons=tuple(fields["pythons"].split()),
                                  torch_npu=fields["torch-npu"], mx_driving=fields["mx-driving"],
+                                 disk_gib=fields.getfloat("disk-gib"),
                                  default=fields.getboolean("default", False))
     if sum(s.default for s in stacks.values()) != 1:
         raise KitError("tools/pins.ini: exactly one [stack:...] must say `default = yes`")
