@@ -47,7 +47,8 @@ def install_paths(venv: Path) -> dict[str, Path]:
 def require_room(venv: Path, need_gib: float, what: str) -> None:
     """Refuse, before anything is written, to install `what` (needing `need_gib`) where there is less room.
 
-    One figure is asked of each filesystem involved: the venv's and pip's temporary directory may share one.
+    The figure is the install's peak with the venv and pip's temporary directory on one disk; asking it of
+    each filesystem involved errs on the safe side where they are two.
     """
     paths = install_paths(venv)
     short = {label: path for label, path in paths.items() if free_bytes(path) < need_gib * GIB}
