@@ -61,7 +61,8 @@ def run_checks(ws: Workspace, venv: Path) -> list[Check]:
     for module in ("torch", "torchvision", "mmcv", "mmdet", "mmseg", "mmdet3d"):
         checks.append(Check(module, not _is_error(info[module]), str(info[module]), SETUP_FIX))
     numpy_ok = not _is_error(info["numpy"]) and int(str(info["numpy"]).split(".")[0]) < 2
-    checks.append(Check("numpy", numpy_ok, f"{info['numpy']} (torch 2.1 and mmcv 1.x need numpy < 2)",
+    checks.append(Check("numpy", numpy_ok,
+                        f"{info['numpy']} (the locks pin numpy 1.x: the mmcv 1.x family predates numpy 2)",
                         "pip install 'numpy<2' (the lock pins it)"))
     backends = [name for name in ("cuda", "npu") if info.get(name)] or ["cpu only"]
     checks.append(Check("mmcv ops", info["mmcv_ops"] == "compiled",
