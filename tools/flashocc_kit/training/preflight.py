@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
+from ..diskspace import GIB, free_bytes
 from ..errors import KitError
 from .run import Run
 
-MIN_FREE_BYTES = 2 * 1024**3  # a flashocc-r50 checkpoint is ~0.3 GB; with logs and a few of them, 2 GB
+MIN_FREE_BYTES = 2 * GIB  # a flashocc-r50 checkpoint is ~0.3 GB; with logs and a few of them, 2 GB
 SMOKE_MIN_FREE_BYTES = 256 * 1024**2
 
 
 def check_work_dir(work_dir: Path, smoke: bool) -> None:
     """The work dir can be created and written, and its filesystem has room for checkpoints."""
-    existing = work_dir
-    while not existing.exists():
-        existing = existing.parent
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=work_dir, prefix=".kit-write-test-"):
@@ -26,7 +23,7 @@ def check_work_dir(work_dir: Path, smoke: bool) -> None:
     except OSError as exc:
         raise KitError(f"work dir {work_dir} cannot be written ({exc.strerror or exc}). Fix: give a writable "
                        "--work-dir") from None
-    free = shutil.disk_usage(work_dir).free
+    free = free_bytes(work_dir)
     needed = SMOKE_MIN_FREE_BYTES if smoke else MIN_FREE_BYTES
     if free < needed:
         raise KitError(f"work dir {work_dir}: only {free / 1024**2:.0f} MiB free, and checkpoints need at least "
