@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import textwrap
@@ -150,8 +151,11 @@ def test_a_stalled_rank_ends_the_run_naming_it_with_its_stack(flashocc_root, tmp
                   env=env)
     output = proc.communicate(timeout=1200)[0]
     assert proc.returncode == 124, output[-3000:]
-    assert "stalled:" in output and "rank(s) 0, 1 stopped logging iterations" in output
-    assert "rank 1: train, epoch 1, iteration 3" in output
+    # Rank 1 is named; rank 0 too when its last heartbeat (a data fetch later, waiting on rank 1 since) is also past
+    # the limit at the check that finds the stall: 1 s apart here, more on a busy machine, so either is right.
+    reason = re.search(r"error: (stalled: rank\(s\) (?:0, )?1 stopped logging iterations.*)$", output, re.M)
+    assert reason, output[-3000:]
+    assert "rank 1: train, epoch 1, iteration 3" in reason[1] and "rank 0: train, epoch 1, iteration 4" in reason[1]
     console = (tmp_path / "out" / "train_console.log").read_text(errors="replace")
     assert "[kit stall watch]" in console and "stall_at_the_third_iteration" in console  # rank 1's stack
     assert not list((tmp_path / "out").glob("*_summary.json"))
