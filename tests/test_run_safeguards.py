@@ -121,7 +121,11 @@ def test_the_stall_watch_names_the_ranks_that_stopped_and_where(tmp_path):
     assert "rank 1: train, epoch 1, iteration 7 (45 s ago)" in reason
     beat(tmp_path, 1, 12, now - 1)
     assert watch.check(now) is None
-    watch.last_output = now - 40  # silence counts too (a validation, a checkpoint: no heartbeats then)
+    watch.last_output = now - 40  # silent, but iterating: a log interval longer than the limit, not a stall
+    assert watch.check(now) is None
+    beat(tmp_path, 0, 12, now - 35)  # one rank stopped while the other's heartbeat is fresh: named alone
+    assert watch.check(now).startswith("stalled: rank(s) 0 stopped logging iterations and no output for 40 s")
+    # silence counts when no rank is training (a validation, a checkpoint: no heartbeats then)
     beat(tmp_path, 0, 12, now - 40, phase="after epoch")
     beat(tmp_path, 1, 12, now - 40, phase="after epoch")
     assert "no output for 40 s" in watch.check(now)

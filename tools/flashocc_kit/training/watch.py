@@ -2,9 +2,11 @@
 
 Progress is the run's output (any rank's, any byte: a progress bar counts) and, while training, each
 rank's heartbeat file (the port's RankHeartbeatHook writes <dir>/rank<N>.json every iteration). A
-run is stalled when there is no output for the timeout, or when a training rank's heartbeat is
-older than it. The timeout is --stall-timeout, else a margin past the slowest step logged so far
-(before the first step: the start-up allowance, for building the model and the first batches).
+run is stalled when a training rank's heartbeat is older than the timeout, or, when no rank is
+training (start-up, checkpoint, validation), when there is no output for it: while heartbeats are
+fresh, silence is a long log interval, not a stall. The timeout is --stall-timeout, else a margin
+past the slowest step logged so far (before the first step: the start-up allowance, for building
+the model and the first batches).
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ class StallWatch:
         training = [b for b in beats.values() if b.phase == "train"]
         stale = sorted(b.rank for b in training if now - b.time > limit)
         missing = [r for r in self.ranks if r not in beats] if now - self.started > limit else []
-        if silent <= limit and not stale and not missing:
+        iterating = any(now - b.time <= limit for b in training)
+        quiet = silent > limit and not iterating
+        if not quiet and not stale and not missing:
             return None
         parts = []
         if stale:
