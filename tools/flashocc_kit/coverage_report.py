@@ -43,7 +43,9 @@ class FileReport:
 
 def rcfile_text(data_file: Path, patterns: list[str]) -> str:
     include = "\n    ".join(patterns)
-    return f"[run]\nparallel = True\ndata_file = {data_file}\ninclude =\n    {include}\n"
+    # multiprocessing: worker processes (the data check's pool, data loaders) are traced too
+    return (f"[run]\nparallel = True\nconcurrency =\n    thread\n    multiprocessing\n"
+            f"data_file = {data_file}\ninclude =\n    {include}\n")
 
 
 CONFIG_DIR = "projects/configs/"

@@ -182,6 +182,8 @@ def check_data(flashocc: Path, config: str, data_root: str | None = None, sample
             with multiprocessing.get_context("fork").Pool(workers, _init_worker, args) as pool:
                 results = list(tqdm(pool.imap(_check_one, jobs, chunksize=4), total=len(jobs), disable=not progress,
                                     desc="checking samples", unit="sample"))
+                pool.close()  # the workers end by themselves (their exit handlers run), not by __exit__'s SIGTERM
+                pool.join()
         else:
             cwd = os.getcwd()
             try:
