@@ -357,3 +357,20 @@ def test_stop_labels_on_a_full_scene(metric_rays):
     # an occupied stop voxel is the first occupied voxel: its exit distance
     # is at least the distance to it from the origin voxel
     assert (d[0] >= 0).all()
+
+
+def test_inputs_the_kernel_cannot_take_are_refused_naming_them():
+    sigma = _sigma(np.zeros((2, 2, 2)))
+    o, p, t = _inputs([0.5, 0.5, 0.5], [[1.5, 0.5, 0.5]])
+    render = portable.render_forward
+    with pytest.raises(ValueError, match=r"expected sigma \(N, T, Z, Y, X\).*got \(1, 2, 2, 2\)"):
+        render(sigma[0], o, p, t, [1, 2, 2, 2], 'test')
+    with pytest.raises(ValueError, match=r"inconsistent shapes: .* tindex \(1, 2\)"):
+        render(sigma, o, p, torch.zeros(1, 2), [1, 2, 2, 2], 'test')
+    with pytest.raises(ValueError, match="tindex must be finite"):
+        render(sigma, o, p, torch.full((1, 1), float("nan")), [1, 2, 2, 2], 'test')
+    with pytest.raises(IndexError, match=r"tindex out of range for origin of shape \(1, 1, 3\)"):
+        render(sigma, o, p, torch.ones(1, 1), [1, 2, 2, 2], 'test')
+    three_origins = o.repeat(1, 3, 1)  # origins for t = 0..2, a grid for t = 0..1 only
+    with pytest.raises(IndexError, match="tindex out of range for sigma with T = 2"):
+        render(sigma.repeat(1, 2, 1, 1, 1), three_origins, p, torch.full((1, 1), 2.0), [2, 2, 2, 2], 'test')
