@@ -85,7 +85,7 @@ def test_setup_refuses_a_new_stack_install_without_room_before_pip_runs(tmp_path
     python.chmod(0o755)
     opts = installer.SetupOptions(workspace=tmp_path / "ws", venv=venv, from_dir=None,
                                   base_python=Path(sys.executable), torch_mode="install")
-    steps = installer.Setup(opts, total_steps=9)
+    steps = installer.Setup(opts)
     monkeypatch.setattr(diskspace, "free_bytes", lambda path: diskspace.GIB)  # 1 GiB free everywhere
     pips = []
     monkeypatch.setattr(steps.runner, "run", lambda name, cmd, **kw: pips.append(cmd))

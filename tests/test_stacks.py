@@ -78,7 +78,7 @@ def test_setup_under_a_python_no_stack_serves_stops_before_writing_anything(tmp_
     workspace = tmp_path / "ws"
     opts = SetupOptions(workspace=workspace, venv=None, from_dir=None, base_python=python312, torch_mode="auto")
     with pytest.raises(KitError) as err:
-        Setup(opts, total_steps=9)
+        Setup(opts)
     assert "Python 3.12 can host none of the kit's stacks" in str(err.value)
     assert not workspace.exists()
 

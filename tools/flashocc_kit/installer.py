@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,9 @@ class Runner:
     def done(started: float, what: str) -> None:
         print(f"      {what} ({time.monotonic() - started:.0f} s)", flush=True)
 
-    def run(self, name: str, cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> str:
+    def run(self, name: str, cmd: list[str], cwd: Path | None = None, env: dict | None = None,
+            hint: str = "") -> str:
+        """Run one command of the step; on failure raise with its log, its last lines and `hint` (a likely cause)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"setup-{self.step:02d}-{name}.log"
         with log.open("w") as fh:
@@ -70,7 +73,7 @@ class Runner:
                 raise KitError(f"{disk_full}\ncommand: {' '.join(cmd)}\nlog: {log}")
             tail = "\n".join(output.splitlines()[-25:])
             raise KitError(f"setup step {self.step} ({name}) failed with exit {proc.returncode}.\n"
-                           f"command: {' '.join(cmd)}\nlog: {log}\nlast lines:\n{tail}")
+                           f"command: {' '.join(cmd)}\nlog: {log}\nlast lines:\n{tail}" + (f"\n{hint}" if hint else ""))
         return output
 
 
@@ -150,10 +153,10 @@ def plan(opts: SetupOptions) -> Plan:
 class Setup:
     """The setup steps, each idempotent, sharing one runner and one state file."""
 
-    def __init__(self, opts: SetupOptions, total_steps: int):
+    def __init__(self, opts: SetupOptions):
         self.opts = opts
         self.ws = Workspace.at(opts.workspace)
-        self.runner = Runner(self.ws.kit_state / "logs", total=total_steps)
+        self.runner = Runner(self.ws.kit_state / "logs")
         self.plan = plan(opts)
         self.venv_dir = self.plan.venv
         self.runner.venv = self.venv_dir
@@ -254,7 +257,8 @@ class Setup:
 
     def mmcv(self) -> None:
         t = self.runner.begin("mmcv (MMCV_WITH_OPS=1) from the patched source, wheel cached")
-        force_npu = cann_home() is not None
+        # mmcv's setup.py imports torch_npu for an NPU build: the Ascend step has installed it and seen it import
+        force_npu = cann_home() is not None and self.state.get("torch_npu_imports") is True
         key = mmcv_cache_key(self.ws.dir("mmcv"), self.torch_version(), self.plan.cell.python, force_npu)
         if self.state.get("mmcv") == key and installed_versions(self.python, ["mmcv-full"]).get("mmcv-full"):
             self.runner.done(t, f"installed build {key} is current")
@@ -271,7 +275,9 @@ class Setup:
             build_out = self.ws.kit_state / "mmcv-dist"
             shutil.rmtree(build_out, ignore_errors=True)
             self.runner.run("mmcv-build", [str(self.python), "setup.py", "bdist_wheel", "-d", str(build_out)],
-                            cwd=self.ws.dir("mmcv"), env=env)
+                            cwd=self.ws.dir("mmcv"), env=env,
+                            hint=f"The NPU build (FORCE_NPU=1) compiles against CANN: is `source {cann_home()}/"
+                                 "set_env.sh` done in this shell?" if force_npu else "")
             shutil.rmtree(self.ws.dir("mmcv") / "build", ignore_errors=True)  # the next cell builds afresh
             wheel_dir.mkdir(parents=True, exist_ok=True)
             for wheel in build_out.glob("*.whl"):
@@ -304,32 +310,69 @@ class Setup:
         self.runner.done(t, "satisfied by the pinned stack")
 
     def ascend(self) -> None:
-        t = self.runner.begin("Ascend: torch-npu and DrivingSDK (mx_driving)")
-        if cann_home() is None and self.opts.drivingsdk is None:
+        """torch-npu and DrivingSDK at the stack's versions (or kept ones that fit), before mmcv's NPU build needs
+        torch_npu; each is imported here, so that a host without CANN's libraries is named now, not in a build."""
+        t = self.runner.begin("Ascend: torch-npu and DrivingSDK (mx_driving), before the mmcv NPU build needs them")
+        cann = cann_home()
+        if cann is None and self.opts.drivingsdk is None:
+            self.state.pop("torch_npu_imports", None)
+            self.save()
             self.runner.done(t, "skipped: no CANN toolkit on this host (the port runs its portable kernels "
                                 "on CPU and CUDA)")
             return
-        if cann_home() is None:
+        if cann is None:
             raise KitError(f"--drivingsdk {self.opts.drivingsdk}: building DrivingSDK needs the CANN toolkit "
                            "(`source <cann>/set_env.sh` first)")
+        torch = self.torch_version()
         have = installed_versions(self.python, ["torch-npu", "mx-driving"])
-        done = []
-        if have["torch-npu"] is None:
+        done = [self.torch_npu(have["torch-npu"], torch, cann)]
+        if self.opts.drivingsdk is not None:
+            done.append(self.drivingsdk_from_source(self.opts.drivingsdk))
+        else:
+            done.append(self.mx_driving(have["mx-driving"], torch))
+        self.require_imports(["mx_driving"], cann, "mx-driving")
+        self.runner.done(t, "; ".join(done))
+
+    def torch_npu(self, kept: str | None, torch: str, cann: Path) -> str:
+        """The Ascend adapter of this torch: a kept one must be of the same release, a new one is the stack's."""
+        if kept is not None and not self.stack.takes_torch(kept):
+            raise KitError(f"torch-npu {kept} is installed in {self.venv_dir}, but its torch is {torch} "
+                           f"({self.stack.name}): torch-npu must be the torch's release. Fix: `{self.python} -m pip "
+                           f"install --no-deps torch-npu=={self.stack.torch_npu}`, then run setup again.")
+        how = f"torch-npu {kept} kept"
+        if kept is None:
             # --no-deps: the x86_64 wheels ask for torch==X+cpu, which is not on PyPI; the lock pins torch
             self.runner.run("torch-npu", [str(self.python), "-m", "pip", "install", "--no-deps",
                                           f"torch-npu=={self.stack.torch_npu}"])
-            done.append(f"torch-npu {self.stack.torch_npu} from PyPI")
-        else:
-            done.append(f"torch-npu {have['torch-npu']} kept")
-        if self.opts.drivingsdk is not None:
-            done.append(self.drivingsdk_from_source(self.opts.drivingsdk))
-        elif have["mx-driving"] is None:
+            how = f"torch-npu {self.stack.torch_npu} from PyPI"
+        self.require_imports(["torch_npu"], cann, "torch-npu")
+        self.state["torch_npu_imports"] = True
+        self.save()
+        return how
+
+    def mx_driving(self, kept: str | None, torch: str) -> str:
+        """DrivingSDK's wheel for this torch: a kept one must say it was built for it."""
+        if kept is None:
             self.runner.run("mx-driving", [str(self.python), "-m", "pip", "install", "--no-deps",
                                            f"mx-driving=={self.stack.mx_driving}"])
-            done.append(f"mx-driving {self.stack.mx_driving} from PyPI")
-        else:
-            done.append(f"mx-driving {have['mx-driving']} kept")
-        self.runner.done(t, "; ".join(done))
+            return f"mx-driving {self.stack.mx_driving} from PyPI"
+        wants = run_probe(self.python, "requires", "mx-driving", "torch")
+        if wants.get("satisfied") is False:
+            raise KitError(f"mx-driving {kept} is installed in {self.venv_dir}, built for {wants['spec']}, but the "
+                           f"torch there is {torch}. Fix: `{self.python} -m pip install --no-deps --force-reinstall "
+                           f"mx-driving=={self.stack.mx_driving}` (the {self.stack.name} build), or build it for "
+                           "this torch with `setup --drivingsdk DIR`; then run setup again.")
+        return f"mx-driving {kept} kept" + (f" ({wants['spec']})" if wants.get("spec") else "")
+
+    def require_imports(self, modules: list[str], cann: Path, what: str) -> None:
+        """Each module imports in the environment, or a KitError naming CANN when that is the likely cause."""
+        errors = run_probe(self.python, "imports", *modules)
+        failed = {name: why for name, why in errors.items() if why} if "error" not in errors else errors
+        if failed:
+            why = "; ".join(f"{name}: {error}" for name, error in failed.items())
+            raise KitError(f"{what} is installed in {self.venv_dir} but does not import ({why}). It needs CANN's "
+                           f"libraries, which `source {cann}/set_env.sh` puts on the library path. Fix: source it "
+                           "in this shell (CANN 8.x for these wheels), then run setup again.")
 
     def drivingsdk_from_source(self, checkout: Path) -> str:
         branch = drivingsdk.check_checkout(checkout, self.stack, self.plan.cell.python)
@@ -348,21 +391,28 @@ class Setup:
         return f"mx-driving from {checkout} ({branch}), {how}: {wheel.name}"
 
 
+    def all_steps(self) -> list[Callable[[], None]]:
+        """Every step of a setup, in order; the Ascend packages come before mmcv, whose NPU build imports them."""
+        return [self.sources, self.patches, self.venv, self.python_stack, self.ascend, self.mmcv,
+                lambda: self.editable("mmdet", "mmdet"), lambda: self.editable("mmdet3d", "mmdet3d"),
+                self.runtime_requirements]
+
+    def stack_steps(self) -> list[Callable[[], None]]:
+        """The steps that need no upstream sources: the environment and the Python stack."""
+        return [self.venv, self.python_stack]
+
+
 def setup(opts: SetupOptions) -> Setup:
-    """The seed's steps 1-5: sources, patches, venv, stack, mmcv, mmdet, mmdet3d, FlashOCC, Ascend packages."""
+    """The seed's steps, in the order that works on an Ascend host: sources, patches, venv, stack, Ascend packages,
+    mmcv, mmdet, mmdet3d, FlashOCC's requirements."""
     started = time.monotonic()
-    steps = Setup(opts, total_steps=9)
+    steps = Setup(opts)
+    todo = steps.all_steps()
+    steps.runner.total = len(todo)
     print(f"setting up {steps.plan.describe()}", flush=True)
     try:
-        steps.sources()
-        steps.patches()
-        steps.venv()
-        steps.python_stack()
-        steps.mmcv()
-        steps.editable("mmdet", "mmdet")
-        steps.editable("mmdet3d", "mmdet3d")
-        steps.runtime_requirements()
-        steps.ascend()
+        for step in todo:
+            step()
 
         from .health import run_checks
 

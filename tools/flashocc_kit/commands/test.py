@@ -34,9 +34,11 @@ def prepare_environment(opts: SetupOptions) -> Setup:
     except SourcesUnavailable as exc:
         print(f"\nnote: {exc}\nThe upstream sources are unavailable here: setting up the Python stack only; "
               "the tests that need the sources will skip and say so.\n", flush=True)
-        steps = Setup(opts, total_steps=3)  # the venv, the stack, the test tools
-        steps.venv()
-        steps.python_stack()
+        steps = Setup(opts)
+        todo = steps.stack_steps()
+        steps.runner.total = len(todo) + 1  # and the test tools
+        for step in todo:
+            step()
     steps.pinned("test tools from tests/requirements.txt", applicable_pins(steps.python, read_lock(TEST_REQUIREMENTS)),
                  "pip-tests")
     return steps
