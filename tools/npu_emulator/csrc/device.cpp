@@ -18,6 +18,9 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/Dtype.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
+#include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/distributed/c10d/reducer_timer.hpp>
 
 #include <algorithm>
@@ -620,7 +623,8 @@ bool is_index_op(const std::string& name) {
          name == "aten::_index_put_impl_" || name == "aten::_unsafe_index" || name == "aten::_unsafe_index_put";
 }
 
-void npu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+// Runs `op` (whose arguments are on the stack) with its CPU kernel over the npu tensors' memory.
+void run_on_host(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const auto& schema = op.schema();
   const size_t n_args = schema.arguments().size();
   if (g_count_ops.load(std::memory_order_relaxed)) {
@@ -677,6 +681,27 @@ void npu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   for (size_t i = stack->size() - n_returns; i < stack->size(); ++i) {
     (*stack)[i] = result_to_npu((*stack)[i], ctx);
   }
+}
+
+void npu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) { run_on_host(op, stack); }
+
+// Convolutions reach other backends as *_overrideable ops (whose default throws): run the CPU path
+// of aten::convolution / aten::convolution_backward instead, on the same memory.
+void npu_convolution_overrideable(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  static const auto conv = c10::Dispatcher::singleton().findSchemaOrThrow("aten::convolution", "");
+  run_on_host(conv, stack);  // same arguments
+}
+
+void npu_convolution_backward_overrideable(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  static const auto backward = c10::Dispatcher::singleton().findSchemaOrThrow("aten::convolution_backward", "");
+  // (grad_output, input, weight, stride, padding, dilation, transposed, output_padding, groups, output_mask):
+  // convolution_backward also takes bias_sizes, after weight
+  std::vector<c10::IValue> args = torch::jit::pop(*stack, 10);
+  const at::Tensor& weight = args[2].toTensor();
+  int64_t bias = args[6].toBool() ? weight.size(1) * args[8].toInt() : weight.size(0);
+  args.insert(args.begin() + 3, c10::IValue(std::vector<int64_t>{bias}));
+  for (auto& a : args) torch::jit::push(stack, std::move(a));
+  run_on_host(backward, stack);
 }
 
 // ---------------------------------------------------------------- device guard, hooks, timer
@@ -765,6 +790,10 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("record_stream", &emu::npu_record_stream);
   m.impl("_pin_memory", &emu::npu_pin_memory);
   m.impl("is_pinned", &emu::npu_is_pinned);
+  m.impl("convolution_overrideable",
+         torch::CppFunction::makeFromBoxedFunction<&emu::npu_convolution_overrideable>());
+  m.impl("convolution_backward_overrideable",
+         torch::CppFunction::makeFromBoxedFunction<&emu::npu_convolution_backward_overrideable>());
 }
 
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
@@ -873,6 +902,15 @@ std::vector<std::string> late_registrations() {
     } catch (const c10::Error&) {
       g_registration_notes.push_back("autocast fallthrough: torch has one");
     }
+    try {  // ops without autograd formulas (c10d's collectives), as torch does for CPU and CUDA
+      auto lib = std::make_unique<torch::Library>(torch::Library::IMPL, "_", c10::DispatchKey::AutogradPrivateUse1,
+                                                  __FILE__, __LINE__);
+      lib->fallback(torch::autograd::basicAutogradNotImplementedFallback());
+      g_libraries.push_back(std::move(lib));
+      g_registration_notes.push_back("autograd fallback: registered");
+    } catch (const c10::Error&) {
+      g_registration_notes.push_back("autograd fallback: torch has one");
+    }
 #if !EMU_TORCH_AT_LEAST(2, 3)
     try {
       auto lib = std::make_unique<torch::Library>(torch::Library::IMPL, "aten", c10::DispatchKey::BackendSelect,
@@ -933,15 +971,18 @@ void set_autocast_enabled(bool enabled) {
 #endif
 }
 
-at::ScalarType autocast_dtype() {
+py::object autocast_dtype() {
 #if EMU_TORCH_AT_LEAST(2, 4)
-  return at::autocast::get_autocast_dtype(kNpu);
+  at::ScalarType dtype = at::autocast::get_autocast_dtype(kNpu);
 #else
-  return at::autocast::get_autocast_privateuseone_dtype();
+  at::ScalarType dtype = at::autocast::get_autocast_privateuseone_dtype();
 #endif
+  return py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(torch::getTHPDtype(dtype)));
 }
 
-void set_autocast_dtype(at::ScalarType dtype) {
+void set_autocast_dtype(py::object dtype_object) {
+  TORCH_CHECK(THPDtype_Check(dtype_object.ptr()), "set_autocast_dtype expects a torch.dtype");
+  at::ScalarType dtype = reinterpret_cast<THPDtype*>(dtype_object.ptr())->scalar_type;
 #if EMU_TORCH_AT_LEAST(2, 4)
   at::autocast::set_autocast_dtype(kNpu, dtype);
 #else
