@@ -562,6 +562,13 @@ void run_upcast(const c10::OperatorHandle& op, torch::jit::Stack* stack, std::ve
   };
   for (size_t i = 0; i < args.size(); ++i) {
     const c10::IValue& v = args[i];
+    // a dtype argument naming the narrow type (sum(dtype=), softmax backward's input_dtype) widens too
+    const std::string& name = schema.arguments()[i].name();
+    bool dtype_arg = name == "dtype" || (name.size() > 6 && name.compare(name.size() - 6, 6, "_dtype") == 0);
+    if (v.isInt() && dtype_arg && v.toInt() == static_cast<int64_t>(low)) {
+      args[i] = static_cast<int64_t>(at::kFloat);
+      continue;
+    }
     if (v.isTensor()) {
       at::Tensor wide = widen(v.toTensor());
       if (!wide.is_same(v.toTensor())) upcasts.push_back({i, v.toTensor(), wide});

@@ -10,7 +10,7 @@ from npu_emulator.runtime import extension
 
 _C = extension()
 
-from .version import __version__  # noqa: E402  (after the extension: it names the torch it serves)
+from .version import __version__ as __version__  # noqa: E402  (the stack's torch-npu, marked emulated)
 
 torch.utils.rename_privateuse1_backend("npu")
 
