@@ -22,7 +22,7 @@ RECORDED = KIT_ROOT / "tests" / "data" / "recorded" / "cpu_2rank"
 
 STANDIN = r'''#!{python}
 """Stand-in torchrun: records how it was called, then plays back a recorded run (or fails)."""
-import json, os, shutil, sys
+import json, os, shutil, sys, time
 from pathlib import Path
 
 argv = sys.argv[1:]
@@ -39,6 +39,20 @@ if fail and script.endswith(fail.split(":")[0]):
           "  host      : standin\n  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 4242)\n"
           "  error_file: <N/A>\n  traceback : Signal 9 (SIGKILL) received by PID 4242", flush=True)
     sys.exit(int(fail.split(":")[1]))
+if os.environ.get("STANDIN_STALL") and script.endswith("train.py"):
+    # a rank that stops iterating: its heartbeat (this launch's) is old; a second heartbeat names a stranger's PID
+    import socket, subprocess, time
+    marker = os.environ["STANDIN_STALL"]
+    rank = subprocess.Popen([sys.executable, "-c", "import pathlib, signal, sys, time; signal.signal("
+                             "signal.SIGUSR1, lambda *a: pathlib.Path(sys.argv[1]).write_text('stack asked')); "
+                             "time.sleep(120)", marker])
+    beats = Path(os.environ["FLASHOCC_HEARTBEAT_DIR"])
+    beats.mkdir(parents=True, exist_ok=True)
+    for number, pid in ((0, rank.pid), (1, int(os.environ["STANDIN_STRANGER"]))):
+        (beats / f"rank{{number}}.json").write_text(json.dumps({{
+            "rank": number, "epoch": 1, "iter": 3, "phase": "train", "time": time.time() - 600, "pid": pid,
+            "host": socket.gethostname(), "launch": os.environ["FLASHOCC_LAUNCH_ID"]}}))
+    time.sleep(120)
 recorded = Path(os.environ["STANDIN_RECORDED"])
 console = (recorded / "console.log").read_text()
 if script.endswith("train.py"):
@@ -50,7 +64,8 @@ if script.endswith("train.py"):
     epochs = [o.split("=")[1] for o in options if o.startswith("runner.max_epochs=")]
     if epochs and epochs[0] != "None":
         (work_dir / f"epoch_{{epochs[0]}}_ema.pth").write_bytes(b"")
-    print("\n".join(l for l in console.splitlines() if "===>" not in l))
+    print("\n".join(l for l in console.splitlines() if "===>" not in l), flush=True)
+    time.sleep(float(os.environ.get("STANDIN_SECONDS", "0")))  # a run long enough for the stall watch to look
 else:
     print("\n".join(l for l in console.splitlines() if "===>" in l))
 '''
@@ -221,13 +236,15 @@ def test_a_failed_run_exits_non_zero_with_its_cause_and_the_log_tail(launch, fla
 
 
 def test_smoke_flag_selects_the_cpu_smoke_configuration(launch, flashocc_tree):
+    from flashocc_kit.synth.generate import FORMAT_VERSION
     from flashocc_kit.synth.options import SynthOptions
     from flashocc_kit.synth.target import MARKER
     from flashocc_kit.training.run import SMOKE_CONFIG, SMOKE_DATA, read_config
 
     data = flashocc_tree / read_config(flashocc_tree, SMOKE_CONFIG).data_root  # generated before: the run reuses it
     data.mkdir(parents=True)
-    (data / MARKER).write_text(json.dumps({"parameters": SynthOptions(**SMOKE_DATA).parameters()}))
+    (data / MARKER).write_text(json.dumps({"parameters": SynthOptions(**SMOKE_DATA).parameters(),
+                                           "format_version": FORMAT_VERSION}))
     proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5", env={"FLASHOCC_SMOKE": "1"})
     assert proc.returncode == 0, proc.stderr
     call = calls[0]
@@ -297,3 +314,56 @@ def test_on_an_ascend_host_the_reference_environment_is_set_where_unset(launch, 
     assert calls[0]["env"]["HCCL_IF_IP"] == "10.0.0.7" and calls[0]["env"]["COMBINED_ENABLE"] == "0"
     proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5")  # not Ascend: none of it
     assert calls[0]["env"]["COMBINED_ENABLE"] is None and calls[0]["env"]["TASK_QUEUE_ENABLE"] is None
+
+
+def aged_heartbeat(path: Path, pid: int, launch: str | None) -> None:
+    """A heartbeat ten minutes old, of a rank in training, naming pid: what a dead run leaves behind."""
+    import socket
+    import time
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rank": 0, "epoch": 2, "iter": 7, "phase": "train", "time": time.time() - 600,
+                                "pid": pid, "host": socket.gethostname(), "launch": launch}))
+
+
+def test_a_resumed_run_ignores_a_dead_launchs_heartbeats_and_never_signals_their_pids(launch, tmp_path):
+    """A crashed run's heartbeats (the old flat layout and a per-launch one) name a PID a stranger holds now."""
+    import zipfile
+
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+        work = tmp_path / "wd"
+        work.mkdir()
+        with zipfile.ZipFile(work / "iter_40.pth", "w") as archive:
+            archive.writestr("iter_40/data.pkl", b"x")
+        old_files = [work / ".heartbeat" / "rank0.json", work / ".heartbeat" / "20260101-000000-host-1" / "rank0.json"]
+        aged_heartbeat(old_files[0], stranger.pid, None)
+        aged_heartbeat(old_files[1], stranger.pid, "20260101-000000-host-1")
+        proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--work-dir", str(work), "--resume", "auto",
+                             env={"STANDIN_SECONDS": "5"})
+        assert proc.returncode == 0, proc.stderr
+        assert "stalled" not in proc.stderr and len(calls) == 1
+        assert stranger.poll() is None, f"the unrelated process died (status {stranger.returncode})"
+        assert all(path.is_file() for path in old_files)  # not this launch's to delete
+        # and this launch removed its own heartbeat directory when it ended
+        assert sorted(p.name for p in (work / ".heartbeat").iterdir()) == sorted([old_files[1].parent.name,
+                                                                                  "rank0.json"])
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_stall_asks_only_this_launchs_ranks_for_their_stacks(launch, tmp_path):
+    """Both heartbeats are this launch's, one names a rank, the other a PID a stranger holds: only the rank is asked."""
+    stranger = subprocess.Popen(["sleep", "300"])
+    marker = tmp_path / "rank-was-signalled"
+    try:
+        proc, _ = launch("train_8p_flashocc_r50_perf.sh", "--stall-timeout", "30",
+                         env={"STANDIN_STALL": str(marker), "STANDIN_STRANGER": str(stranger.pid)})
+        assert proc.returncode == 124, proc.stderr
+        assert "rank(s) 0, 1 stopped logging iterations" in proc.stderr
+        assert marker.read_text() == "stack asked"  # the launcher's descendant got SIGUSR1
+        assert stranger.poll() is None, f"the unrelated process died (status {stranger.returncode})"
+    finally:
+        stranger.kill()
+        stranger.wait()

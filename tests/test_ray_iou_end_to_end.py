@@ -21,6 +21,7 @@ import pytest
 
 from conftest import free_port
 from flashocc_kit.occ3d import FREE, GRID_SHAPE, GROUND_LAYER, OCC, OCC_CLASSES, info_file, panoptic_labels
+from flashocc_kit.training.nodes import Nodes
 from flashocc_kit.training.run import SMOKE_CONFIG
 from test_cpu_runs import run_env
 
@@ -185,10 +186,11 @@ def test_tools_test_py_evaluates_ray_iou_on_the_cpu(flashocc_root, synthetic_set
     flat_road_checkpoint(work / f"iter_{TRAIN_ITERS}.pth", checkpoint)
 
     # the evaluation command the launcher runs after a smoke training (two CPU ranks), asking for ray-iou
+    # the command names the port torchrun listens on
+    cluster = Nodes(count=1, rank=0, master_addr="127.0.0.1", master_port=free_port())
     run = build_run(LaunchRequest(mode="perf", smoke=True, max_iters=TRAIN_ITERS, data_root=str(synthetic_set),
-                                  work_dir=str(work), output_dir=str(output)), flashocc_root)
+                                  work_dir=str(work), output_dir=str(output)), flashocc_root, cluster)
     results = work / "results.pkl"
-    monkeypatch.setenv("MASTER_PORT", str(free_port()))  # the command names the port torchrun listens on
     command = test_command(run, checkpoint, results)
     command[command.index("--eval") + 1] = "ray-iou"
     env = {**run_env(), **rank_environment(run)}

@@ -50,8 +50,8 @@ def test_a_damaged_or_missing_resume_path_is_refused_before_training(tmp_path):
 def test_legs_of_a_resumed_run_accumulate_a_killed_leg_counts_and_a_fresh_start_forgets_them(tmp_path):
     started = time.time() - 300
     checkpoints.start_leg(tmp_path, started, None)  # then killed outright: never finished
-    heartbeat = tmp_path / HEARTBEATS / "rank0.json"
-    heartbeat.parent.mkdir()
+    heartbeat = tmp_path / HEARTBEATS / "20260101-000000-host-1" / "rank0.json"  # that launch's
+    heartbeat.parent.mkdir(parents=True)
     heartbeat.write_text("{}")
     os.utime(heartbeat, (started + 120, started + 120))  # its last sign of life
     checkpoints.start_leg(tmp_path, time.time(), tmp_path / "epoch_1.pth")

@@ -82,18 +82,17 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_lo
     with log.open("w") as fh:
         killed = launch(flashocc_root, work, tmp_path / "out-killed", *common, stdout=fh, **smoke)
         deadline = time.time() + 1200
-        beat = work / ".heartbeat" / "rank0.json"
         while time.time() < deadline and killed.poll() is None:
-            try:
-                state = json.loads(beat.read_text())
+            try:  # this launch's heartbeats: .heartbeat/<launch id>/rank<N>.json
+                state = json.loads(next(work.glob(".heartbeat/*/rank0.json")).read_text())
                 if state["epoch"] == 2 and state["inner_iter"] >= 2:
                     break
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, StopIteration):
                 pass
             time.sleep(0.5)
         assert killed.poll() is None, "the run ended before epoch 2: " + log.read_text()[-2000:]
         os.killpg(killed.pid, signal.SIGKILL)  # the launcher
-        for path in (work / ".heartbeat").glob("rank*.json"):  # and every rank, with its data-loader workers
+        for path in work.glob(".heartbeat/*/rank*.json"):  # and every rank, with its data-loader workers
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
                 os.killpg(os.getpgid(json.loads(path.read_text())["pid"]), signal.SIGKILL)
         killed.wait(60)

@@ -22,5 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return exit_status(lambda: args.func(args))
+    def run() -> int:  # the parser reads the environment (the default workspace): its errors are the user's too
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+
+    return exit_status(run)

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import KitError
+
 KIT_ROOT = Path(__file__).resolve().parents[2]
 PINS_FILE = KIT_ROOT / "tools" / "pins.ini"
 PINS_ENV = "FLASHOCC_KIT_PINS"  # another pins file (tests, forks)
@@ -60,12 +62,15 @@ def pins_path(pins_file: Path | None = None) -> Path:
 
 def read_pins(pins_file: Path | None = None) -> configparser.ConfigParser:
     path = pins_path(pins_file)
+    fix = f"Fix: point {PINS_ENV} at a pins file like tools/pins.ini, or unset it" if os.environ.get(PINS_ENV) \
+        else "Fix: restore tools/pins.ini (`git checkout tools/pins.ini`)"
     parser = configparser.ConfigParser(interpolation=None)
     try:
         if not parser.read(path, encoding="utf-8"):
-            raise ValueError(f"{path}: cannot read the pins file")
+            raise KitError(f"{path}: cannot read the pins file. {fix}")
     except configparser.Error as exc:
-        raise ValueError(f"{path}: not a valid pins file: {exc}") from None
+        first = str(exc).splitlines()[0]
+        raise KitError(f"{path}: not a valid pins file ({first}). {fix}") from None
     return parser
 
 
@@ -79,7 +84,7 @@ def load_projects(pins_file: Path | None = None) -> dict[str, Project]:
             projects[name] = Project(name=name, **dict(parser[section]))
     missing = [name for name in PROJECT_ORDER if name not in projects]
     if missing:
-        raise ValueError(f"{pins_path(pins_file)}: no [project:{missing[0]}] section")
+        raise KitError(f"{pins_path(pins_file)}: no [project:{missing[0]}] section. Fix: add it, as tools/pins.ini has")
     return {name: projects[name] for name in PROJECT_ORDER}
 
 
@@ -92,6 +97,9 @@ def default_sources_dir() -> Path | None:
     """Directory of pristine checkouts for air-gapped sites, if one is configured or present."""
     env = os.environ.get("FLASHOCC_KIT_SOURCES")
     if env:
+        if not Path(env).is_dir():
+            raise KitError(f"FLASHOCC_KIT_SOURCES={env} is not a directory. Fix: point it at the directory of pristine "
+                           "checkouts (README, Air-gapped sites), or unset it")
         return Path(env)
     candidate = cache_dir() / "sources"
     return candidate if candidate.is_dir() else None
@@ -99,4 +107,8 @@ def default_sources_dir() -> Path | None:
 
 def default_workspace() -> Path:
     """The seed's layout: the upstream checkouts sit next to the patches, in the kit root."""
-    return Path(os.environ.get("FLASHOCC_KIT_WORKSPACE", KIT_ROOT))
+    env = os.environ.get("FLASHOCC_KIT_WORKSPACE")
+    if env and not Path(env).is_dir():
+        raise KitError(f"FLASHOCC_KIT_WORKSPACE={env} is not a directory. Fix: create it, point it at the directory "
+                       "that holds (or will hold) FlashOCC/, mmcv/ and mmdetection/, or unset it")
+    return Path(env or KIT_ROOT)

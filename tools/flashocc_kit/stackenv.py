@@ -25,11 +25,11 @@ from typing import Sequence
 
 from .errors import KitError
 from .pins import KIT_ROOT
+from .settings import torchrun_override
 
 VENV_DIR = ".venv"
 STATE_FILE = "flashocc-kit-state.json"  # in an environment: what `setup` did there (its cell, its mmcv build)
 REEXEC_ENV = "FLASHOCC_KIT_REEXEC"  # set for the re-executed process only
-TORCHRUN_ENV = "FLASHOCC_TORCHRUN"  # a site's own torchrun (a wrapper), instead of the environment's
 TOOLS_DIR = KIT_ROOT / "tools"
 
 
@@ -101,9 +101,9 @@ def module_command(python: Path, module: str, args: Sequence[str]) -> list[str]:
 
 def torchrun() -> list[str]:
     """The launcher for this interpreter's environment (FLASHOCC_TORCHRUN overrides it)."""
-    override = os.environ.get(TORCHRUN_ENV)
+    override = torchrun_override()
     if override:
-        return override.split()
+        return override
     if importlib.util.find_spec("torch") is None:
         raise KitError(f"torch is not importable by {sys.executable}, so there is no torchrun. "
                        "Fix: `python3 tools/kit.py setup`, or activate the environment that has torch.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import existing_file
 from ..contract import check_patches
 from ..pins import load_projects
 from ..stacks import npu_contract
@@ -12,7 +13,7 @@ from ..stacks import npu_contract
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("contract", help="check the patches' mx_driving/torch_npu calls against the real wheels")
-    p.add_argument("patches", nargs="*",
+    p.add_argument("patches", nargs="*", type=existing_file,
                    help="default: the kit's four patches")
     p.set_defaults(func=run)
 

@@ -7,13 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from ..argtypes import existing_dir
 from ..health import run_checks
 from ..workspace import Workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the environment and the checkouts; say how to fix what is missing")
-    p.add_argument("--venv", help="environment to check (default: <workspace>/.venv)")
+    p.add_argument("--venv", type=existing_dir, help="environment to check (default: <workspace>/.venv)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 

@@ -11,6 +11,7 @@ import argparse
 from .. import sources
 from ..errors import KitError
 from ..exporting import export_project, stale_files
+from ..series import read_queue
 from ..workspace import Workspace
 
 
@@ -30,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     projects = ws.select(args.projects)
     if args.into and len(projects) != 1:
         raise KitError("--into names a patch of one project's queue: name that one project")
+    if args.into:
+        names = [patch.name for patch in read_queue(projects[0])]
+        if args.into not in names:
+            raise KitError(f"--into {args.into}: no such patch in the {projects[0].name} series. Fix: name one of "
+                           f"{', '.join(names)} (`kit.py series {projects[0].name}`)")
     stale = []
     for project in projects:
         checkout = ws.dir(project.name)

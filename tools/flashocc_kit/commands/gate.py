@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import existing_file, non_negative_float, positive_float
 from ..results.gate import DEFAULT_BASELINES, Tolerances, run_gate
 
 
@@ -12,10 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = Tolerances()
     p = sub.add_parser("gate", help="compare a run's JSON summary with its baseline: exit 0 pass, 1 fail, 2 unusable")
     p.add_argument("--summary", required=True, help="<CASE>_summary.json written by the launcher or `summarize`")
-    p.add_argument("--baselines", default=str(DEFAULT_BASELINES), help="default: tools/baselines.json")
-    p.add_argument("--step-time-tolerance", type=float, dest="step_time_factor", metavar="FACTOR",
+    p.add_argument("--baselines", type=existing_file, default=DEFAULT_BASELINES, help="default: tools/baselines.json")
+    p.add_argument("--step-time-tolerance", type=positive_float, dest="step_time_factor", metavar="FACTOR",
                    help=f"pass if step time <= baseline x this (default: the baseline's, else {d.step_time_factor})")
-    p.add_argument("--miou-tolerance", type=float, dest="miou_drop", metavar="POINTS",
+    p.add_argument("--miou-tolerance", type=non_negative_float, dest="miou_drop", metavar="POINTS",
                    help=f"pass if mIoU >= baseline - this (default: the baseline's, else {d.miou_drop})")
     p.add_argument("--device", help="look up the baseline of this device (npu, cuda, cpu) instead of the summary's")
     p.add_argument("--precision", help="... of this precision (fp32, fp16-backbone)")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..settings import SMOKE_ENV, forced_device, torchrun_override
 from ..stackenv import ensure_stack
 from ..training.commands import train_command
 from ..training.execute import describe, execute, resolve_resume
+from ..training.nodes import Nodes
 from ..training.run import (
     CONFIG,
     DEVICES,
@@ -15,7 +17,6 @@ from ..training.run import (
     PRECISIONS,
     PRESETS,
     SMOKE_DEVICES,
-    SMOKE_ENV,
     LaunchRequest,
     build_run,
     locate_flashocc,
@@ -62,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the environment is read once, before anything else: a bad value is named before any work is done
+    cluster = Nodes.from_environment()
+    forced_device()
+    torchrun_override()
     ws = Workspace.at(args.workspace)
     flashocc = locate_flashocc(ws.flashocc)
     ensure_stack(ws.root, NEEDS, "launch")  # the config is read with mmcv; the ranks run in this environment
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                             smoke=args.smoke, lr=args.lr, preset=args.preset, stall_timeout=args.stall_timeout,
                             node_timeout=args.node_timeout, data_check=args.data_check,
                             cfg_options=args.cfg_options)
-    training_run = build_run(request, flashocc)
+    training_run = build_run(request, flashocc, cluster)
     if args.dry_run:
         print(describe(training_run))
         training_run.resume_from = resolve_resume(training_run)

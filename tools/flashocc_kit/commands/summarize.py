@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ..argtypes import existing_dir
 from ..errors import KitError
 from ..results.summary import DEVICES, PRECISIONS, CaseInfo, SummaryOptions, Warmup, output_paths, summarize_run
 from ..stackenv import ensure_stack
@@ -17,7 +18,7 @@ from ..workspace import Workspace
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summarize", help="re-summarize a finished run: ModelZoo log, JSON summary and curves PNG")
-    p.add_argument("--work-dir", required=True, help="the training's work dir (holds <timestamp>.log.json)")
+    p.add_argument("--work-dir", required=True, type=existing_dir, help="the training's work dir (holds <timestamp>.log.json)")
     p.add_argument("--console-log", action="append", default=[],
                    help="captured console output (training, then evaluation); repeat for several")
     p.add_argument("--case-name", required=True, help="names the outputs: <CASE>.log, <CASE>_summary.json, ...")

@@ -130,7 +130,7 @@ def finish_leg(work_dir: Path, seconds: float, outcome: str) -> list[dict]:
 def last_activity(work_dir: Path, since: float) -> float:
     """When the run last wrote one of its files (heartbeats, logs, checkpoints) after `since`; `since` if never."""
     times = [since]
-    for pattern in ("*.log", "*.log.json", "*.pth", f"{HEARTBEATS}/*.json"):
+    for pattern in ("*.log", "*.log.json", "*.pth", f"{HEARTBEATS}/*/*.json"):
         for path in Path(work_dir).glob(pattern):
             with contextlib.suppress(OSError):
                 times.append(path.stat().st_mtime)

@@ -10,17 +10,16 @@ from ..stackenv import torchrun
 from .run import Run
 
 
-def torchrun_prefix(devices: int, this_node_only: bool = False) -> list[str]:
-    """Single- or multi-node, from NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT (or this node alone)."""
-    nnodes, node_rank = ("1", "0") if this_node_only else (os.environ.get("NNODES", "1"),
-                                                           os.environ.get("NODE_RANK", "0"))
-    return [*torchrun(), f"--nnodes={nnodes}", f"--node_rank={node_rank}", f"--nproc_per_node={devices}",
-            f"--master_addr={os.environ.get('MASTER_ADDR', '127.0.0.1')}",
-            f"--master_port={os.environ.get('MASTER_PORT', '29500')}"]
+def torchrun_prefix(run: Run, this_node_only: bool = False) -> list[str]:
+    """Single- or multi-node, as the run's nodes are (or this node alone)."""
+    nodes = run.cluster
+    nnodes, node_rank = (1, 0) if this_node_only else (nodes.count, nodes.rank)
+    return [*torchrun(), f"--nnodes={nnodes}", f"--node_rank={node_rank}", f"--nproc_per_node={run.devices}",
+            f"--master_addr={nodes.master_addr}", f"--master_port={nodes.master_port}"]
 
 
 def train_command(run: Run) -> list[str]:
-    cmd = [*torchrun_prefix(run.devices), "tools/train.py", run.config, "--launcher", "pytorch",
+    cmd = [*torchrun_prefix(run), "tools/train.py", run.config, "--launcher", "pytorch",
            "--work-dir", str(run.work_dir), "--seed", "0"]
     if run.resume_from is not None:
         cmd += ["--resume-from", str(run.resume_from)]
@@ -30,7 +29,7 @@ def train_command(run: Run) -> list[str]:
 def test_command(run: Run, checkpoint: Path, results: Path) -> list[str]:
     opts = [o for o in run.cfg_options() if o.startswith(("data.", "model."))]
     # node 0 evaluates alone (its devices), after the nodes trained together
-    return [*torchrun_prefix(run.devices, this_node_only=True), "tools/test.py", run.config, str(checkpoint),
+    return [*torchrun_prefix(run, this_node_only=True), "tools/test.py", run.config, str(checkpoint),
             "--launcher", "pytorch", "--eval", "mIoU", "--out", str(results),
             "--tmpdir", str(run.work_dir / ".eval_tmp"), "--cfg-options", *opts]
 

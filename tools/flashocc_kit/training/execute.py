@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -13,13 +14,14 @@ from typing import Iterator
 
 from .. import ascend
 from ..errors import KitError
+from ..settings import forced_device
 from .checkpoints import check_resume_path, finish_leg, read_legs, resume_point, start_leg
 from .commands import rank_environment, test_command, train_command
 from .nodes import Nodes, meet
-from .preflight import check_data_quickly, check_devices, check_work_dir, environment_check
+from .preflight import check_data_quickly, check_devices, check_work_dir
 from .run import MODES, NETWORK, SMOKE_DATA, Run
 from .stream import report_failure, stream
-from .watch import HEARTBEATS, StallWatch
+from .watch import LAUNCH_ENV, StallWatch, heartbeat_dir, new_launch_id
 
 RESULTS = "results.pkl"  # tools/test.py --out, in the work dir; the metrics land beside it (.metrics.json)
 HEARTBEAT_ENV = "FLASHOCC_HEARTBEAT_DIR"  # read by the port's tools/train.py
@@ -83,7 +85,7 @@ def environment_report(run: Run) -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    kind = "cpu" if run.smoke else os.environ.get("FLASHOCC_DEVICE") or _detected_device(run)
+    kind = "cpu" if run.smoke else forced_device() or _detected_device(run)
     return {"versions": versions, "python": sys.version.split()[0], "device": kind, "device_count": run.devices,
             "nodes": run.nodes, "host": os.uname().nodename}
 
@@ -126,7 +128,6 @@ def resolve_resume(run: Run) -> Path | None:
 
 def prepare(run: Run) -> None:
     """Everything that can fail before the ranks start, so that it fails here, with its reason."""
-    environment_check()
     check_work_dir(run.work_dir, run.smoke)
     check_devices(run)
     run.resume_from = resolve_resume(run)
@@ -137,7 +138,7 @@ def prepare(run: Run) -> None:
 
 
 def execute(run: Run) -> int:
-    nodes = Nodes.from_environment()
+    nodes = run.cluster
     print(describe(run), flush=True)
     failure = None
     try:
@@ -145,7 +146,23 @@ def execute(run: Run) -> int:
     except KitError as exc:
         failure = str(exc)
     meet(nodes, failure, run.node_timeout)  # every node checked, or none starts
-    env = {**rank_environment(run), HEARTBEAT_ENV: str(run.work_dir / HEARTBEATS)}
+    launch = new_launch_id()
+    beats = heartbeat_dir(run.work_dir, launch)
+    env = {**rank_environment(run), HEARTBEAT_ENV: str(beats), LAUNCH_ENV: launch}
+    try:
+        return train_and_evaluate(run, nodes, env, StallWatch(beats, node_ranks(run, nodes), run.stall_timeout,
+                                                              launch=launch))
+    finally:
+        shutil.rmtree(beats, ignore_errors=True)  # this launch's own; other launches' are not ours to remove
+
+
+def node_ranks(run: Run, nodes: Nodes) -> list[int]:
+    """The global ranks this node's torchrun starts."""
+    first = nodes.rank * run.devices
+    return list(range(first, first + run.devices))
+
+
+def train_and_evaluate(run: Run, nodes: Nodes, env: dict[str, str], watch: StallWatch) -> int:
     if "TASK_QUEUE_ENABLE" in env:
         ascend.quiet_device_logs(run.devices)
     run.output_dir.mkdir(parents=True, exist_ok=True)
@@ -154,9 +171,6 @@ def execute(run: Run) -> int:
             stale.unlink()
     console = run.output_dir / "train_console.log"
     console.write_text(describe(run) + "\n")  # the run's parameters, the lr rule among them, head the log
-    first_rank = nodes.rank * run.devices
-    watch = StallWatch(run.work_dir / HEARTBEATS, list(range(first_rank, first_rank + run.devices)),
-                       run.stall_timeout)
     started = time.time()
     if nodes.rank == 0:
         start_leg(run.work_dir, started, run.resume_from)
@@ -176,7 +190,7 @@ def execute(run: Run) -> int:
             eval_log.unlink()
         results = run.work_dir / RESULTS
         code = stream(test_command(run, final_checkpoint(run), results), run.flashocc, env, eval_log,
-                      StallWatch(run.work_dir / HEARTBEATS, [], run.stall_timeout))
+                      StallWatch(watch.directory, [], run.stall_timeout, launch=watch.launch))
         if code != 0:
             return report_failure("evaluation", code, eval_log, run.work_dir)
         logs.append(eval_log)

@@ -32,14 +32,23 @@ class Nodes:
 
     @classmethod
     def from_environment(cls) -> Nodes:
-        try:
-            count, rank = int(os.environ.get("NNODES", "1")), int(os.environ.get("NODE_RANK", "0"))
-            port = int(os.environ.get("MASTER_PORT", "29500"))
-        except ValueError as exc:
-            raise KitError(f"NNODES, NODE_RANK and MASTER_PORT must be integers ({exc})") from None
-        if count < 1 or not 0 <= rank < count:
-            raise KitError(f"NODE_RANK={rank} with NNODES={count}: node ranks run from 0 to NNODES - 1")
-        return cls(count, rank, os.environ.get("MASTER_ADDR", "127.0.0.1"), port)
+        """NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT, as torchrun reads them: the one place they are parsed."""
+        count = _integer("NNODES", "1", "the number of nodes (machines) of the run, the same on every node")
+        rank = _integer("NODE_RANK", "0", "this node's index, 0 on the node at MASTER_ADDR")
+        port = _integer("MASTER_PORT", "29500", "a free TCP port on node 0, the same on every node")
+        if count < 1:
+            raise KitError(f"NNODES={count}: a run has at least one node. Fix: NNODES=1, or the number of nodes")
+        if not 0 <= rank < count:
+            raise KitError(f"NODE_RANK={rank} with NNODES={count}: node ranks run from 0 to {count - 1}. Fix: give "
+                           "each node its own NODE_RANK in that range")
+        if not 1 <= port < 65535:  # the nodes meet at MASTER_PORT + 1, which must be a port too
+            raise KitError(f"MASTER_PORT={port} is not a TCP port the nodes can use (1 to 65534: they also meet "
+                           "at MASTER_PORT + 1). Fix: MASTER_PORT=29500, or another free port below 65535")
+        address = os.environ.get("MASTER_ADDR", "").strip()
+        if count > 1 and not address:
+            raise KitError(f"NNODES={count} needs MASTER_ADDR: the address of node 0, the same on every node. Fix: "
+                           "export MASTER_ADDR=<node 0's IP> on every node")
+        return cls(count, rank, address or "127.0.0.1", port)
 
     @property
     def multi(self) -> bool:
@@ -48,6 +57,14 @@ class Nodes:
     @property
     def barrier_address(self) -> tuple[str, int]:
         return self.master_addr, self.master_port + BARRIER_PORT_OFFSET
+
+
+def _integer(name: str, default: str, meaning: str) -> int:
+    value = os.environ.get(name, "").strip() or default
+    try:
+        return int(value)
+    except ValueError:
+        raise KitError(f"{name}={value} is not a whole number. Fix: set {name} to {meaning}") from None
 
 
 def _send(connection: socket.socket, message: dict) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 from ..diskspace import GIB, free_bytes
 from ..errors import KitError
+from ..settings import forced_device
 from .run import Run
 
 MIN_FREE_BYTES = 2 * GIB  # a flashocc-r50 checkpoint is ~0.3 GB; with logs and a few of them, 2 GB
@@ -34,7 +34,7 @@ def device_count(run: Run) -> tuple[str, int | None]:
     """The device the ranks will use and how many this node has (None: not countable here)."""
     import sys
 
-    if run.smoke or os.environ.get("FLASHOCC_DEVICE", "").strip().lower() == "cpu":
+    if run.smoke or forced_device() == "cpu":
         return "cpu", None
 
     sys.path.insert(0, str(run.flashocc))
@@ -64,8 +64,3 @@ def check_data_quickly(run: Run) -> None:
         raise KitError("the data check before training found problems (`kit.py check-data` checks every "
                        "sample; --no-data-check skips this):\n" + "\n".join(report.lines()))
     print(report.lines()[0].replace("checked", "data check: checked", 1), flush=True)
-
-
-def environment_check() -> None:
-    if os.environ.get("NNODES") and not os.environ.get("MASTER_ADDR") and os.environ.get("NNODES") != "1":
-        raise KitError("NNODES > 1 needs MASTER_ADDR: the address of node 0, the same on every node")

@@ -16,10 +16,11 @@ from pathlib import Path
 from ..errors import KitError
 from ..occ3d import info_file
 from ..results.summary import PRECISIONS  # noqa: F401 (the launcher's choices)
+from ..settings import smoke_requested
+from .nodes import Nodes
 
 CONFIG = "projects/configs/flashocc/flashocc-r50.py"
 SMOKE_CONFIG = "projects/configs/flashocc/flashocc-r50-smoke.py"
-SMOKE_ENV = "FLASHOCC_SMOKE"  # =1: the CPU smoke configuration, as --smoke
 NETWORK = "FlashOCC_R50"
 MODES = {
     "perf": "performance: a bounded number of iterations (--max-iters)",
@@ -129,7 +130,7 @@ class Run:
     log_interval: int
     workers: int | None = None
     data_root_given: bool = False
-    nodes: int = 1
+    cluster: Nodes = Nodes(1, 0, "127.0.0.1", 29500)  # this node among the run's (NNODES, NODE_RANK, MASTER_*)
     lr: float | None = None
     lr_rule: str = ""
     stall_timeout: float | None = None  # None: the stall watch's own rule
@@ -137,6 +138,10 @@ class Run:
     resume_from: Path | None = None  # the checkpoint `resume` resolved to (execute decides)
     data_check: bool = True  # the quick data check before torchrun
     extra_cfg: list[str] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> int:
+        return self.cluster.count
 
     @property
     def global_batch(self) -> int:
@@ -221,9 +226,9 @@ def apply_preset(request: LaunchRequest) -> LaunchRequest:
     return replace(request, **{k: v for k, v in values.items() if getattr(request, k) is None})
 
 
-def build_run(request: LaunchRequest, flashocc: Path) -> Run:
+def build_run(request: LaunchRequest, flashocc: Path, cluster: Nodes) -> Run:
     request = apply_preset(request)
-    smoke = request.mode == "smoke" or request.smoke or os.environ.get(SMOKE_ENV) == "1"
+    smoke = request.mode == "smoke" or request.smoke or smoke_requested()
     # the seed's interface: --epochs=N is an N-epoch performance run, no argument the accuracy run
     mode = {"seed": "perf" if request.epochs else "full"}.get(request.mode, request.mode)
     for name, value in (("--num-npu", request.num_npu), ("--batch-size", request.batch_size),
@@ -250,7 +255,7 @@ def build_run(request: LaunchRequest, flashocc: Path) -> Run:
             raise KitError(f"{config} trains by iterations (no runner.max_epochs): give --epochs")
     default_devices = SMOKE_DEVICES if smoke else DEVICES
     run = Run(mode=mode, flashocc=flashocc, config=config,
-              devices=request.num_npu or default_devices, nodes=int(os.environ.get("NNODES", "1")),
+              devices=request.num_npu or default_devices, cluster=cluster,
               batch_size=request.batch_size or defaults.samples_per_gpu, epochs=epochs, max_iters=max_iters,
               precision=request.precision, smoke=smoke, work_dir=Path(), output_dir=Path(),
               data_root=request.data_root or defaults.data_root, data_root_given=request.data_root is not None,

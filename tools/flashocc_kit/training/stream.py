@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from .signals import signal_descendant
 from .watch import StallWatch, read_heartbeats
 
 STALL_EXIT = 124  # as timeout(1) does: the run was ended for making no progress
@@ -87,10 +88,9 @@ def _end_stalled_run(proc: subprocess.Popen, watch: StallWatch, fh, reason: str)
     fh.write(f"\n[kit stall watch] {reason}\n[kit stall watch] the ranks' stacks follow; then the run "
              "is ended\n".encode())
     fh.flush()
-    for beat in read_heartbeats(watch.directory).values():
-        if beat.pid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(beat.pid, signal.SIGUSR1)
+    for beat in read_heartbeats(watch.directory, watch.launch).values():
+        if beat.pid:  # only a rank of this launch, on this host: a stale PID may be a stranger's now
+            signal_descendant(int(beat.pid), signal.SIGUSR1)
     deadline = time.time() + STACK_DUMP_SECONDS
     while time.time() < deadline:  # let the stacks reach the pipe; the pump keeps reading meanwhile
         time.sleep(0.5)
