@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "pretrained checkpoint a config reads; exit 1 on any problem")
     p.add_argument("--data-root", type=existing_dir, help="dataset root (default: the config's ann_files)")
     p.add_argument("--config", default=CONFIG, help=f"the config to check against (default {CONFIG})")
-    p.add_argument("--sample", type=positive_int, metavar="N", help="check N random samples per info file (a quick look)")
+    p.add_argument("--sample", type=positive_int, metavar="N",
+                   help="check N random samples per info file (a quick look)")
     p.add_argument("--workers", type=positive_int, default=min(8, os.cpu_count() or 1),
                    help="processes decoding files (default: the CPUs, at most 8)")
     p.add_argument("--json", action="store_true", help="machine-readable report")

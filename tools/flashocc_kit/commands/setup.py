@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "torch already sets up that torch's stack")
     p.add_argument("--venv", help="virtual environment to create or update (default: <workspace>/.venvs/<cell>, "
                                   "linked as <workspace>/.venv)")
-    p.add_argument("--drivingsdk", metavar="DIR", type=existing_dir, help="build mx_driving from this DrivingSDK checkout (ci/build.sh) "
-                                                       "instead of installing its wheel from PyPI (Ascend hosts)")
+    p.add_argument("--drivingsdk", metavar="DIR", type=existing_dir,
+                   help="build mx_driving from this DrivingSDK checkout (ci/build.sh) "
+                        "instead of installing its wheel from PyPI (Ascend hosts)")
     p.add_argument("--from", dest="from_dir", type=existing_dir, help="directory of pristine checkouts (see `sources`)")
     p.add_argument("--torch", dest="torch_mode", choices=("auto", "keep", "install"), default="auto",
                    help="auto: keep a torch the base interpreter already has (Ascend images ship torch "

@@ -18,7 +18,8 @@ from ..workspace import Workspace
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summarize", help="re-summarize a finished run: ModelZoo log, JSON summary and curves PNG")
-    p.add_argument("--work-dir", required=True, type=existing_dir, help="the training's work dir (holds <timestamp>.log.json)")
+    p.add_argument("--work-dir", required=True, type=existing_dir,
+                   help="the training's work dir (holds <timestamp>.log.json)")
     p.add_argument("--console-log", action="append", default=[],
                    help="captured console output (training, then evaluation); repeat for several")
     p.add_argument("--case-name", required=True, help="names the outputs: <CASE>.log, <CASE>_summary.json, ...")
