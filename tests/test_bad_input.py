@@ -100,3 +100,18 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, args, env, named):
     assert errors, proc.stderr[-2000:]
     assert named in proc.stderr, proc.stderr[-2000:]
     assert not Path(MISSING).exists()
+
+
+def test_the_ci_test_command_fails_at_once_where_the_sources_are_withheld(tmp_path):
+    """What .ci/run runs, on a machine where neither GitHub nor a sources directory gives the upstream projects."""
+    env = {k: v for k, v in os.environ.items() if k != "FLASHOCC_KIT_SOURCES"}
+    env.update({"FLASHOCC_KIT_CACHE": str(tmp_path / "cache"), "GIT_CONFIG_GLOBAL": os.devnull,
+                "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"url.file://{MISSING}/.insteadOf",
+                "GIT_CONFIG_VALUE_0": "https://github.com/"})  # no GitHub: every clone fails at once
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    proc = subprocess.run([*KIT, "--workspace", str(workspace), "test", "--require-sources"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "--require-sources: the tests that need the upstream sources cannot run here" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (workspace / ".venvs").exists()  # stopped before any install

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PORT_FLASHOCC, upstream_sources_dir
+from conftest import NO_SOURCES, PORT_FLASHOCC, PRISTINE_IMPORT_STUBS, pristine_flashocc_tree, upstream_sources_dir
 
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 CONFIG = "projects/configs/flashocc/flashocc-r50.py"
@@ -30,11 +29,7 @@ root, role, out = sys.argv[1:4]
 checkpoint = sys.argv[4] if len(sys.argv) > 4 else None
 sys.path.insert(0, root)
 if role == "pristine":
-    # upstream imports its CUDA extensions at import time: empty stand-ins, never called (pooling below)
-    import torch.utils.cpp_extension
-    torch.utils.cpp_extension.load = lambda *args, **kwargs: types.SimpleNamespace()  # ray_metrics' dvr
-    for op in ("bev_pool.bev_pool_ext", "bev_pool_v2.bev_pool_v2_ext", "nearest_assign.nearest_assign_ext"):
-        sys.modules["projects.mmdet3d_plugin.ops." + op] = types.ModuleType(op)
+    exec(PRISTINE_IMPORT_STUBS)  # its compiled ops are never called: pooling below
 import projects.mmdet3d_plugin  # noqa: registers the models
 from mmcv import Config
 from mmcv.runner import load_checkpoint, save_checkpoint
@@ -83,14 +78,10 @@ def run_worker(tmp_path: Path, root: Path, role: str, checkpoint: Path | None = 
 def both_models(flashocc_root, tmp_path_factory):
     sources = upstream_sources_dir()
     if sources is None:
-        pytest.skip("upstream sources not present: run ../shared/tools/prepare-upstream-sources.sh "
-                    "or set FLASHOCC_KIT_SOURCES (see README, 'Air-gapped sites')")
+        pytest.skip(NO_SOURCES)
     out = tmp_path_factory.mktemp("checkpoints")
-    # upstream's tree as a user has it: FlashOCC's projects/ with mmdetection3d beside it (its configs' _base_)
-    pristine = out / "FlashOCC"
-    shutil.copytree(sources / "FlashOCC" / "projects", pristine / "projects")
-    (pristine / "mmdetection3d").symlink_to(sources / "mmdetection3d")
-    (out / "worker.py").write_text(WORKER)
+    pristine = pristine_flashocc_tree(sources, out)
+    (out / "worker.py").write_text(f"PRISTINE_IMPORT_STUBS = {PRISTINE_IMPORT_STUBS!r}\n" + WORKER)
     (out / "reference.py").write_text((PORT_FLASHOCC / "projects/mmdet3d_plugin/ops/bev_pool_v3/reference.py")
                                       .read_text())
     from test_flashocc_model import load_parity_tool

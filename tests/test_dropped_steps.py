@@ -22,13 +22,6 @@ R50 = "projects/configs/flashocc/flashocc-r50.py"
 DROPPED = ("LoadPointsFromFile", "PointToMultiViewDepth")
 
 
-def require_pipeline_port() -> None:
-    """Skip (saying why) while the workspace's flashocc.patch predates the pipeline speed-ups."""
-    pytest.importorskip("projects.mmdet3d_plugin.datasets.pipelines.fast_image",
-                        reason="this workspace's flashocc.patch has no pipeline speed-ups yet (fast_image.py): "
-                               "re-export it from a checkout that has them")
-
-
 def batch(steps, infos, seeds):
     """Samples through `steps`, collated and scattered as MMDataParallel does on the CPU."""
     from mmcv.parallel import collate, scatter_kwargs
@@ -52,7 +45,6 @@ def r50_batches(flashocc_root):
     from flashocc_kit.errors import KitError
     from flashocc_kit.pins import default_sources_dir
 
-    require_pipeline_port()
     try:
         upstream_cfgs = upstream.config_namespace(flashocc_root, R50, default_sources_dir())["train_pipeline"]
     except KitError as exc:
@@ -133,7 +125,6 @@ def detector_reads_gt_depth(model_type: str) -> bool:
 def test_configs_drop_the_steps_exactly_where_the_model_reads_no_depth(flashocc_root):
     from mmcv import Config
 
-    require_pipeline_port()
 
     checked, dropped, kept, unloadable = 0, [], [], []
     for path in sorted((flashocc_root / "projects" / "configs").rglob("*.py")):

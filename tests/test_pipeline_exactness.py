@@ -23,13 +23,6 @@ MODEL_INPUTS = ("img_inputs", "voxel_semantics", "mask_lidar", "mask_camera")
 SEEDS = (0, 17, 4242)
 
 
-def require_pipeline_port() -> None:
-    """Skip (saying why) while the workspace's flashocc.patch predates the pipeline speed-ups."""
-    pytest.importorskip("projects.mmdet3d_plugin.datasets.pipelines.fast_image",
-                        reason="this workspace's flashocc.patch has no pipeline speed-ups yet (fast_image.py): "
-                               "re-export it from a checkout that has them")
-
-
 @pytest.fixture(scope="module")
 def pipelines(flashocc_root):
     """Inputs, upstream's steps and the patched steps for the train and the depth config."""
@@ -39,7 +32,6 @@ def pipelines(flashocc_root):
     from flashocc_kit.errors import KitError
     from flashocc_kit.pins import default_sources_dir
 
-    require_pipeline_port()
     try:
         upstream.pristine_text(flashocc_root, upstream.PIPELINE_FILES["loading"], default_sources_dir())
     except KitError as exc:
@@ -137,7 +129,6 @@ def test_resize_crop_flip_rotate_equal_pil_over_training_geometries(flashocc_roo
     stick out of the resized image, flips and rotations, on noise (no smooth image to hide errors)."""
     from PIL import Image
 
-    require_pipeline_port()
     from projects.mmdet3d_plugin.datasets.pipelines import fast_image
 
     rng = np.random.default_rng(0)
@@ -160,7 +151,6 @@ def test_resize_crop_flip_rotate_equal_pil_over_training_geometries(flashocc_roo
 def test_normalisation_table_equals_imnormalize(flashocc_root):
     from mmcv.image.photometric import imnormalize
 
-    require_pipeline_port()
     from projects.mmdet3d_plugin.datasets.pipelines import fast_image
     from projects.mmdet3d_plugin.datasets.pipelines.loading import MMLAB_MEAN, MMLAB_STD
 
@@ -187,8 +177,6 @@ def test_nearest_depth_with_float32_ties_matches_upstream(flashocc_root):
     from flashocc_kit.bench import upstream
     from flashocc_kit.errors import KitError
     from flashocc_kit.pins import default_sources_dir
-
-    require_pipeline_port()
     from projects.mmdet3d_plugin.datasets.pipelines import fast_depth
 
     try:
@@ -222,8 +210,6 @@ def test_depth_maps_of_projected_points_are_upstreams(flashocc_root):
     from flashocc_kit.bench import upstream
     from flashocc_kit.errors import KitError
     from flashocc_kit.pins import default_sources_dir
-
-    require_pipeline_port()
     from projects.mmdet3d_plugin.datasets.pipelines import fast_depth
 
     try:
@@ -249,7 +235,6 @@ def test_depth_maps_of_projected_points_are_upstreams(flashocc_root):
 
 def test_a_platform_that_computes_differently_gets_the_reference_path_and_a_warning(flashocc_root, monkeypatch):
     """The self-checks are live: break each compiled kernel and the public functions warn and fall back."""
-    require_pipeline_port()
     from PIL import Image
 
     from projects.mmdet3d_plugin.datasets.pipelines import fast_depth, fast_image, loading

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KIT_ROOT
+from conftest import KIT_ROOT, NOT_APPLICABLE
 from flashocc_kit.errors import KitError
 from flashocc_kit.occ3d import (
     CAMERAS,
@@ -361,7 +361,8 @@ def test_unwritable_directory(tmp_path):
             pass
         else:
             out.parent.rmdir()
-            pytest.skip("running as root and /sys accepts new directories here: no unwritable place to test")
+            pytest.skip(f"{NOT_APPLICABLE} running as root and /sys accepts new directories: no unwritable place to "
+                        "test")
     with pytest.raises(KitError, match="cannot (write|create).*Fix: choose a writable --out"):
         generate(SMALL, out, str(out), progress=False)
     assert not out.exists()

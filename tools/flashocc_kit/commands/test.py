@@ -2,7 +2,9 @@
 
 This is the command the README gives and CI runs. Where the upstream sources cannot be had (a
 fresh machine without GitHub or a sources directory), it sets up the Python stack alone and the
-tests that need the sources skip, each printing why. `--short` runs the set each further cell of
+tests that need the sources skip, each printing why, and pytest's summary says how many could not run.
+`--require-sources` (what CI runs) refuses to go on without the sources and counts every such skip as a
+failure, so that a broken or partial environment cannot read green. `--short` runs the set each further cell of
 the support matrix is held to (the tests marked `cell`: the port's portable ops, the gloo DDP test,
 a short two-rank training with an evaluation and a resume).
 """
@@ -10,28 +12,34 @@ a short two-rank training with an evaluation and a resume).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..errors import SourcesUnavailable
+from ..errors import KitError, SourcesUnavailable
 from ..installer import Setup, SetupOptions, applicable_pins, setup
 from ..pins import KIT_ROOT, default_sources_dir
 from ..stacks import read_lock, record
 from ..workspace import Workspace
 
 TEST_REQUIREMENTS = KIT_ROOT / "tests" / "requirements.txt"
+REQUIRE_ENV = "FLASHOCC_KIT_REQUIRE_SOURCES"  # read by tests/conftest.py
 PYTEST_NO_TESTS = 5
 SHORT_MARKER = "cell"
 
 
-def prepare_environment(opts: SetupOptions) -> Setup:
+def prepare_environment(opts: SetupOptions, require_sources: bool) -> Setup:
     try:
         steps = setup(opts)
         steps.runner.total = steps.runner.step + 1  # the test tools below
     except SourcesUnavailable as exc:
+        if require_sources:
+            raise KitError(f"{exc}\n--require-sources: the tests that need the upstream sources cannot run here, and "
+                           "CI counts that as a failure. Fix: make GitHub reachable, or set FLASHOCC_KIT_SOURCES to "
+                           "a directory of pristine checkouts (README, Air-gapped sites)") from None
         print(f"\nnote: {exc}\nThe upstream sources are unavailable here: setting up the Python stack only; "
               "the tests that need the sources will skip and say so.\n", flush=True)
         steps = Setup(opts)
@@ -44,12 +52,14 @@ def prepare_environment(opts: SetupOptions) -> Setup:
     return steps
 
 
-def run_pytest(python: Path, pytest_args: list[str]) -> tuple[int, str]:
+def run_pytest(python: Path, pytest_args: list[str], require_sources: bool = False) -> tuple[int, str]:
     """pytest's exit status (no tests collected counts as a failure) and its closing summary line."""
     cmd = [str(python), "-m", "pytest", *pytest_args]
-    print(f"$ {' '.join(cmd)}", flush=True)
+    env = {**os.environ, REQUIRE_ENV: "1"} if require_sources else None  # conftest then fails such skips
+    prefix = f"{REQUIRE_ENV}=1 " if require_sources else ""
+    print(f"$ {prefix}{' '.join(cmd)}", flush=True)
     proc = subprocess.Popen(cmd, cwd=KIT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace")
+                            errors="replace", env=env)
     last = ""
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -70,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--short", action="store_true",
                    help=f"only the tests every cell of the matrix is held to (pytest -m {SHORT_MARKER})")
     p.add_argument("--venv", help="environment to use (default: the cell's, <workspace>/.venvs/<cell>)")
+    p.add_argument("--require-sources", action="store_true",
+                   help="fail where the upstream sources or the stack are missing, and count every test that skips "
+                        "for want of them as a failure (what CI runs)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest (after --)")
     p.set_defaults(func=run)
 
@@ -80,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
                         from_dir=default_sources_dir(), base_python=Path(sys.executable), torch_mode="auto",
                         stack=args.stack)
     started = time.monotonic()
-    steps = prepare_environment(opts)
+    steps = prepare_environment(opts, args.require_sources)
     pytest_args = [a for a in args.pytest_args if a != "--"]
     if args.short:
         pytest_args = ["-m", SHORT_MARKER, *pytest_args]
-    code, summary = run_pytest(steps.python, pytest_args)
+    code, summary = run_pytest(steps.python, pytest_args, args.require_sources)
     record(ws.root, steps.plan.cell.id, "test", ok=code == 0, result=summary or f"exit {code}",
            selection="short" if args.short else "full" if not pytest_args else " ".join(pytest_args),
            seconds=round(time.monotonic() - started))
