@@ -759,6 +759,26 @@ struct NpuHooks final : at::PrivateUse1HooksInterface {
   at::Allocator* getPinnedMemoryAllocator() const override { return &g_pinned_allocator; }
   bool hasPrimaryContext(c10::DeviceIndex device_index) const override { return true; }
 #endif
+#if EMU_TORCH_AT_LEAST(2, 7)
+  // torch._C._get_accelerator() (barrier's device, torch.accelerator) asks these
+  bool isBuilt() const override { return true; }
+  bool isAvailable() const override { return device_count() > 0; }
+  void init() const override {}
+  c10::DeviceIndex deviceCount() const override { return device_count(); }
+  void setCurrentDevice(c10::DeviceIndex device) const override { set_device(device); }
+  c10::DeviceIndex getCurrentDevice() const override { return tls_device; }
+  c10::DeviceIndex exchangeDevice(c10::DeviceIndex device) const override {
+    c10::DeviceIndex old = tls_device;
+    if (device >= 0) set_device(device);
+    return old;
+  }
+  c10::DeviceIndex maybeExchangeDevice(c10::DeviceIndex device) const override { return exchangeDevice(device); }
+  void resizePrivateUse1Bytes(const c10::Storage& storage, size_t newsize) const override {
+    c10::StorageImpl* impl = storage.unsafeGetStorageImpl();
+    DeviceScope scope(impl->device().has_index() ? impl->device().index() : tls_device);
+    at::native::resize_bytes_cpu(impl, newsize);
+  }
+#endif
 };
 
 class NpuTimer : public c10d::Timer {
@@ -809,77 +829,85 @@ TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
 
 // ---------------------------------------------------------------- autocast on npu (as CUDA's lists)
 
+// torch 2.1 names the overload macro KERNEL_PRIVATEUSEONE2; later ones take the overload as an argument.
+#define EMU_AUTOCAST(OP, POLICY) KERNEL_PRIVATEUSEONE(OP, POLICY)
+#ifdef KERNEL_PRIVATEUSEONE2
+#define EMU_AUTOCAST2(OP, OVERLOAD, POLICY) KERNEL_PRIVATEUSEONE2(OP, OVERLOAD, POLICY)
+#else
+#define EMU_AUTOCAST2(OP, OVERLOAD, POLICY) KERNEL_PRIVATEUSEONE(OP, OVERLOAD, POLICY)
+#endif
+
 TORCH_LIBRARY_IMPL(aten, AutocastPrivateUse1, m) {
   // float16 (lower_precision_fp): convolutions and matrix products
-  KERNEL_PRIVATEUSEONE(_convolution, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv1d, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv2d, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv3d, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv_tbc, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv_transpose1d, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE2(conv_transpose2d, input, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE2(conv_transpose3d, input, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(convolution, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(prelu, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(addmm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(addmv, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(addr, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(matmul, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(einsum, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(mm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(mv, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(linear, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(addbmm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(baddbmm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(bmm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(chain_matmul, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(linalg_multi_dot, lower_precision_fp)
+  EMU_AUTOCAST(_convolution, lower_precision_fp)
+  EMU_AUTOCAST(conv1d, lower_precision_fp)
+  EMU_AUTOCAST(conv2d, lower_precision_fp)
+  EMU_AUTOCAST(conv3d, lower_precision_fp)
+  EMU_AUTOCAST(conv_tbc, lower_precision_fp)
+  EMU_AUTOCAST(conv_transpose1d, lower_precision_fp)
+  EMU_AUTOCAST2(conv_transpose2d, input, lower_precision_fp)
+  EMU_AUTOCAST2(conv_transpose3d, input, lower_precision_fp)
+  EMU_AUTOCAST(convolution, lower_precision_fp)
+  EMU_AUTOCAST(prelu, lower_precision_fp)
+  EMU_AUTOCAST(addmm, lower_precision_fp)
+  EMU_AUTOCAST(addmv, lower_precision_fp)
+  EMU_AUTOCAST(addr, lower_precision_fp)
+  EMU_AUTOCAST(matmul, lower_precision_fp)
+  EMU_AUTOCAST(einsum, lower_precision_fp)
+  EMU_AUTOCAST(mm, lower_precision_fp)
+  EMU_AUTOCAST(mv, lower_precision_fp)
+  EMU_AUTOCAST(linear, lower_precision_fp)
+  EMU_AUTOCAST(addbmm, lower_precision_fp)
+  EMU_AUTOCAST(baddbmm, lower_precision_fp)
+  EMU_AUTOCAST(bmm, lower_precision_fp)
+  EMU_AUTOCAST(chain_matmul, lower_precision_fp)
+  EMU_AUTOCAST(linalg_multi_dot, lower_precision_fp)
   // float32: ops that lose too much in float16
-  KERNEL_PRIVATEUSEONE(acos, fp32)
-  KERNEL_PRIVATEUSEONE(asin, fp32)
-  KERNEL_PRIVATEUSEONE(cosh, fp32)
-  KERNEL_PRIVATEUSEONE(erfinv, fp32)
-  KERNEL_PRIVATEUSEONE(exp, fp32)
-  KERNEL_PRIVATEUSEONE(expm1, fp32)
-  KERNEL_PRIVATEUSEONE(log, fp32)
-  KERNEL_PRIVATEUSEONE(log10, fp32)
-  KERNEL_PRIVATEUSEONE(log2, fp32)
-  KERNEL_PRIVATEUSEONE(log1p, fp32)
-  KERNEL_PRIVATEUSEONE(reciprocal, fp32)
-  KERNEL_PRIVATEUSEONE(rsqrt, fp32)
-  KERNEL_PRIVATEUSEONE(sinh, fp32)
-  KERNEL_PRIVATEUSEONE(tan, fp32)
-  KERNEL_PRIVATEUSEONE2(pow, Tensor_Scalar, fp32)
-  KERNEL_PRIVATEUSEONE2(pow, Tensor_Tensor, fp32)
-  KERNEL_PRIVATEUSEONE2(pow, Scalar, fp32)
-  KERNEL_PRIVATEUSEONE(softplus, fp32)
-  KERNEL_PRIVATEUSEONE(layer_norm, fp32)
-  KERNEL_PRIVATEUSEONE(native_layer_norm, fp32)
-  KERNEL_PRIVATEUSEONE(group_norm, fp32)
-  KERNEL_PRIVATEUSEONE(cosine_similarity, fp32)
-  KERNEL_PRIVATEUSEONE(nll_loss, fp32)
-  KERNEL_PRIVATEUSEONE(nll_loss2d, fp32)
-  KERNEL_PRIVATEUSEONE(kl_div, fp32)
-  KERNEL_PRIVATEUSEONE(l1_loss, fp32)
-  KERNEL_PRIVATEUSEONE(smooth_l1_loss, fp32)
-  KERNEL_PRIVATEUSEONE(huber_loss, fp32)
-  KERNEL_PRIVATEUSEONE(mse_loss, fp32)
-  KERNEL_PRIVATEUSEONE(binary_cross_entropy_with_logits, fp32)
-  KERNEL_PRIVATEUSEONE(dist, fp32)
-  KERNEL_PRIVATEUSEONE(cdist, fp32)
-  KERNEL_PRIVATEUSEONE(renorm, fp32)
-  KERNEL_PRIVATEUSEONE(logsumexp, fp32)
+  EMU_AUTOCAST(acos, fp32)
+  EMU_AUTOCAST(asin, fp32)
+  EMU_AUTOCAST(cosh, fp32)
+  EMU_AUTOCAST(erfinv, fp32)
+  EMU_AUTOCAST(exp, fp32)
+  EMU_AUTOCAST(expm1, fp32)
+  EMU_AUTOCAST(log, fp32)
+  EMU_AUTOCAST(log10, fp32)
+  EMU_AUTOCAST(log2, fp32)
+  EMU_AUTOCAST(log1p, fp32)
+  EMU_AUTOCAST(reciprocal, fp32)
+  EMU_AUTOCAST(rsqrt, fp32)
+  EMU_AUTOCAST(sinh, fp32)
+  EMU_AUTOCAST(tan, fp32)
+  EMU_AUTOCAST2(pow, Tensor_Scalar, fp32)
+  EMU_AUTOCAST2(pow, Tensor_Tensor, fp32)
+  EMU_AUTOCAST2(pow, Scalar, fp32)
+  EMU_AUTOCAST(softplus, fp32)
+  EMU_AUTOCAST(layer_norm, fp32)
+  EMU_AUTOCAST(native_layer_norm, fp32)
+  EMU_AUTOCAST(group_norm, fp32)
+  EMU_AUTOCAST(cosine_similarity, fp32)
+  EMU_AUTOCAST(nll_loss, fp32)
+  EMU_AUTOCAST(nll_loss2d, fp32)
+  EMU_AUTOCAST(kl_div, fp32)
+  EMU_AUTOCAST(l1_loss, fp32)
+  EMU_AUTOCAST(smooth_l1_loss, fp32)
+  EMU_AUTOCAST(huber_loss, fp32)
+  EMU_AUTOCAST(mse_loss, fp32)
+  EMU_AUTOCAST(binary_cross_entropy_with_logits, fp32)
+  EMU_AUTOCAST(dist, fp32)
+  EMU_AUTOCAST(cdist, fp32)
+  EMU_AUTOCAST(renorm, fp32)
+  EMU_AUTOCAST(logsumexp, fp32)
   // the widest input type
-  KERNEL_PRIVATEUSEONE(addcdiv, promote)
-  KERNEL_PRIVATEUSEONE(addcmul, promote)
-  KERNEL_PRIVATEUSEONE(atan2, promote)
-  KERNEL_PRIVATEUSEONE(bilinear, promote)
-  KERNEL_PRIVATEUSEONE(cross, promote)
-  KERNEL_PRIVATEUSEONE(dot, promote)
-  KERNEL_PRIVATEUSEONE(grid_sampler, promote)
-  KERNEL_PRIVATEUSEONE(index_put, promote)
-  KERNEL_PRIVATEUSEONE(tensordot, promote)
-  KERNEL_PRIVATEUSEONE(scatter_add, promote)
+  EMU_AUTOCAST(addcdiv, promote)
+  EMU_AUTOCAST(addcmul, promote)
+  EMU_AUTOCAST(atan2, promote)
+  EMU_AUTOCAST(bilinear, promote)
+  EMU_AUTOCAST(cross, promote)
+  EMU_AUTOCAST(dot, promote)
+  EMU_AUTOCAST(grid_sampler, promote)
+  EMU_AUTOCAST(index_put, promote)
+  EMU_AUTOCAST(tensordot, promote)
+  EMU_AUTOCAST(scatter_add, promote)
 }
 
 // ---------------------------------------------------------------- registrations made from Python
