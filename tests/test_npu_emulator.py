@@ -189,7 +189,8 @@ def test_autocast_on_npu_runs_convolutions_and_matmuls_in_float16(tmp_path, exte
             assert conv(x).dtype == torch.float16
         print("UPCAST", torch_npu._C.upcast_ops())
         """, extension)
-    assert "aten::convolution/Half" in out  # torch's CPU conv lacks float16 here: computed in float32
+    if torch.__version__ < "2.2":  # torch 2.1's CPU conv lacks float16: computed in float32, rounded back
+        assert "aten::convolution/Half" in out
 
 
 def test_a_resnet50_forward_and_backward_under_npu_autocast(tmp_path, extension):
@@ -239,6 +240,24 @@ def test_transfer_to_npu_sends_cuda_code_to_the_npu(tmp_path, extension):
         assert torch.cuda.max_memory_allocated() >= 0
         with torch.autocast("cuda", dtype=torch.float16):
             assert model(torch.ones(1, 2, device="cuda")).dtype == torch.float16
+        # mmcv.parallel's scatter: a copy on a side stream, waited for, the tensor recorded on the main one
+        side = torch.cuda.Stream(0)
+        with torch.cuda.device(0), torch.cuda.stream(side):
+            moved = torch.ones(3).pin_memory().cuda(0, non_blocking=True)
+            assert torch.cuda.current_stream() is side
+        main = torch.cuda.current_stream()
+        main.wait_stream(side)
+        moved.record_stream(main)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        moved.sum()
+        end.record()
+        end.synchronize()
+        assert start.elapsed_time(end) >= 0 and torch.equal(moved.cpu(), torch.ones(3))
+        try:
+            torch_npu.npu_rotary_mul(moved, moved, moved)
+        except NotImplementedError as e:
+            assert "torch_npu.npu_rotary_mul is not emulated" in str(e)
         """, extension)
 
 

@@ -25,9 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    import torchvision
-
     import torch_npu  # noqa: F401  (the emulated one: FLASHOCC_EMULATE_NPU=1)
+    import torchvision
 
     torch.manual_seed(0)
     models = {"cpu": torchvision.models.resnet50()}

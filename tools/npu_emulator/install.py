@@ -125,6 +125,8 @@ def write_hook(extension: Path, mx_dir: Path | None, site: Path | None = None) -
 
 
 def _prepare_here(cache_dir: Path, mx_driving_version: str | None, site_dir: Path | None = None) -> Prepared:
+    import torch  # noqa: F401  (imported first: its import time is not the build's)
+
     from .build import build_extension
     from .dsmi import build_stub
 

@@ -38,6 +38,11 @@ EMULATED = True  # real torch_npu has no such attribute: how code can tell the r
 
 
 def __getattr__(name: str):
+    """torch_npu's custom ops (npu_*) exist, as on an NPU, but raise when called: none is emulated."""
     if name.startswith("npu_"):
-        raise NotImplementedError(f"torch_npu.{name} is not emulated by the kit's NPU rehearsal")
+        def not_emulated(*args, **kwargs):
+            raise NotImplementedError(f"torch_npu.{name} is not emulated by the kit's NPU rehearsal")
+
+        not_emulated.__name__ = name
+        return not_emulated
     raise AttributeError(f"module 'torch_npu' has no attribute {name!r}")
