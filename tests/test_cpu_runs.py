@@ -44,6 +44,10 @@ def perf_run(flashocc_root, tmp_path_factory):
 
 
 def test_perf_script_trains_on_cpu_with_two_ranks(perf_run, flashocc_root):
+    from mmcv import Config
+
+    from flashocc_kit.training.run import SMOKE_CONFIG
+
     proc, out, before = perf_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "output" / f"{PERF_CASE}_summary.json").read_text())
@@ -53,6 +57,9 @@ def test_perf_script_trains_on_cpu_with_two_ranks(perf_run, flashocc_root):
     assert fields["RankSize"] == "2" and float(fields["ActualFPS"]) > 0 and float(fields["ActualLoss"]) > 0
     assert "iter_12.pth" in os.listdir(out / "work")
     assert tracked_changes(flashocc_root) == before  # no source or config file edited
+    # tools/train.py decides pinned host memory by device: none on the CPU (there is no device copy to speed up)
+    assert "data loader pin_memory: False" in proc.stdout
+    assert Config.fromfile(str(out / "work" / Path(SMOKE_CONFIG).name)).data.pin_memory is False
 
 
 def test_the_run_logs_its_learning_rate_rule_and_trains_with_that_lr(perf_run, flashocc_root):

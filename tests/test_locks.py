@@ -80,6 +80,24 @@ def test_the_wheel_check_sees_a_missing_wheel():
     assert any("torch==2.7.1 has no wheel for CPython 3.8" in p for p in problems)
 
 
+@pytest.mark.parametrize("files, kind", [
+    (["demo-1.0-cp310-cp310-manylinux_2_17_x86_64.whl"], "missing"),  # another Python's wheel
+    (["demo-1.0-cp311-cp311-macosx_11_0_arm64.whl", "demo-1.0-cp311-cp311-win_amd64.whl"], "missing"),  # platforms
+    (["demo-1.0-cp311-cp311-manylinux_2_17_aarch64.whl"], "missing"),  # another architecture
+    (["demo-1.0-cp311-cp311-manylinux_2_34_x86_64.whl"], "missing"),  # a newer glibc than a cell may have
+    (["demo-0.9-cp311-cp311-manylinux_2_17_x86_64.whl", "demo-1.0.tar.gz"], "sdist"),  # another version
+    (["demo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"], "wheel"),
+    (["demo-1.0-py3-none-any.whl"], "wheel"),
+])
+def test_a_wheel_counts_only_if_this_cells_python_and_platform_install_it(monkeypatch, files, kind):
+    from flashocc_kit import lockcheck
+
+    monkeypatch.setattr(lockcheck, "index_files", lambda name: [{"filename": f} for f in files])
+    cell = stacks.Cell(stacks.default_stack(), "3.11", "x86_64")
+    line = stacks.LockLine("demo", "1.0", "", TEST_LOCK)
+    assert lockcheck.resolve(line, cell, lockcheck.supported_tags(cell)).kind == kind
+
+
 def test_the_lock_is_closed_under_the_installed_dependencies():
     """The locks are installed with --no-deps: a dependency missing from them installs nothing and then fails at
     import time on a fresh machine (pytest without pluggy did exactly that). Checked for this environment's cell

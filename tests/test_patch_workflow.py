@@ -396,6 +396,33 @@ def test_cli_status_prints_one_table_and_fails_until_everything_is_applied(pinne
     assert [r["pin ok"] for r in Workspace.at(workspace).status_rows()] == ["yes", "NO", "yes", "yes"]
 
 
+def test_cli_export_check_exits_1_on_a_stale_queue_and_0_once_exported(pinned, tmp_path, monkeypatch, capsys):
+    """What the suite and CI rely on: `export --check` fails (not only prints) when a committed file is stale."""
+    from flashocc_kit import cli
+
+    project, upstream, _, commit = pinned
+    pins = tmp_path / "pins.ini"
+    blocks = []
+    for name, path in (("flashocc", "FlashOCC"), ("mmcv", "mmcv"), ("mmdet", "mmdetection"),
+                       ("mmdet3d", "FlashOCC/mmdetection3d")):
+        blocks.append(f"[project:{name}]\npath = {path}\npatch = {project.patch_file}\nrepo = {project.repo}\n"
+                      f"ref = main\ncommit = {commit}\nqueue = {project.queue}\nport = {project.port}\n")
+    pins.write_text("\n".join(blocks))
+    monkeypatch.setenv("FLASHOCC_KIT_PINS", str(pins))
+    workspace = tmp_path / "ws"
+    fresh_copy(upstream, workspace / "mmcv")
+    check = ["--workspace", str(workspace), "export", "--check", "mmcv"]
+    assert cli.main(["--workspace", str(workspace), "export", "mmcv"]) == 0  # the root patch as this project's
+    assert cli.main(check) == 0
+    fix = project.queue_dir / "core-fix.patch"
+    fix.write_text(fix.read_text().replace("+line 20 patched", "+line 20 patched by hand"))
+    capsys.readouterr()
+    assert cli.main(check) == 1
+    assert "STALE" in capsys.readouterr().out
+    assert cli.main(["--workspace", str(workspace), "export", "mmcv"]) == 0
+    assert cli.main(check) == 0
+
+
 def test_an_export_that_fails_at_the_end_leaves_queue_port_and_root_patch_as_they_were(pinned, tmp_path,
                                                                                         monkeypatch):
     project, _, _, commit = pinned

@@ -44,3 +44,29 @@ def test_a_pinned_mmcv_batch_reaches_the_model_with_its_tensors_pinned_and_its_m
     imgs, poses = seen["inputs"]
     assert imgs.shape == (2, 6, 3, 8, 8) and poses.shape == (2, 6, 4, 4)
     assert {imgs.data_ptr(), poses.data_ptr(), seen["semantics"].data_ptr()} <= pinned
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_data_pin_memory_reaches_the_train_and_the_validation_loaders(flashocc_root, monkeypatch, tmp_path, pin):
+    """mmdet3d.patch: train_detector hands the config's data.pin_memory to both of mmdet's build_dataloader calls."""
+    from mmcv import Config
+    from mmcv.runner import EpochBasedRunner
+    from mmdet3d.apis import train as train_api
+
+    loaders = []
+
+    def build_dataloader(dataset, *args, **kwargs):
+        loaders.append(kwargs)
+        return torch.utils.data.DataLoader([0])
+
+    monkeypatch.setattr(train_api, "build_mmdet_dataloader", build_dataloader)
+    monkeypatch.setattr(train_api, "build_dataset", lambda cfg, default_args=None: [0])
+    monkeypatch.setattr(EpochBasedRunner, "run", lambda self, *args, **kwargs: None)  # built, not trained
+    cfg = Config(dict(data=dict(samples_per_gpu=1, workers_per_gpu=0, pin_memory=pin, val=dict(pipeline=[])),
+                      gpu_ids=[0], seed=0, runner=dict(type="EpochBasedRunner", max_epochs=1),
+                      optimizer=dict(type="SGD", lr=0.1), optimizer_config=dict(), lr_config=dict(policy="fixed"),
+                      checkpoint_config=None, log_config=dict(interval=1, hooks=[]), work_dir=str(tmp_path),
+                      resume_from=None, load_from=None, workflow=[("train", 1)], log_level="INFO"))
+    train_api.train_detector(torch.nn.Linear(1, 1), [[0]], cfg, distributed=False, validate=True)
+    assert len(loaders) == 2  # the training loader, then the validation one
+    assert [kwargs.get("pin_memory") for kwargs in loaders] == [pin, pin]

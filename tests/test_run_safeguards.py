@@ -37,6 +37,17 @@ def test_a_checkpoint_cut_off_mid_save_is_skipped_for_the_one_before(tmp_path):
     assert len(skipped) == 1 and "latest.pth -> epoch_2.pth" in skipped[0] and "cut off" in skipped[0]
 
 
+def test_resume_auto_takes_the_newest_sound_checkpoint_of_its_kind(tmp_path):
+    for name in ("epoch_1.pth", "epoch_3.pth", "epoch_2.pth", "epoch_3_ema.pth"):  # written out of order
+        torch_like_checkpoint(tmp_path / name)
+    assert checkpoints.resume_point(tmp_path) == (tmp_path / "epoch_3.pth", [])
+    iters = tmp_path / "iters"
+    iters.mkdir()
+    for number in (200, 1000, 400):  # numbers, not names: iter_1000 after iter_400
+        torch_like_checkpoint(iters / f"iter_{number}.pth")
+    assert checkpoints.resume_point(iters)[0] == iters / "iter_1000.pth"
+
+
 def test_a_damaged_or_missing_resume_path_is_refused_before_training(tmp_path):
     with pytest.raises(KitError, match="no such checkpoint"):
         checkpoints.check_resume_path(tmp_path / "nope.pth")
@@ -98,11 +109,13 @@ def test_a_node_that_fails_before_torchrun_stops_every_node_promptly_with_its_ca
 
 
 def test_a_node_that_never_comes_is_named_after_the_timeout():
+    started = time.time()
     port = free_port() - 1
     with pytest.raises(KitError, match=r"node\(s\) 1 did not report"):
         nodes.meet(nodes.Nodes(2, 0, "127.0.0.1", port), None, timeout=1.0)
     with pytest.raises(KitError, match="could not meet node 0"):
         nodes.meet(nodes.Nodes(2, 1, "127.0.0.1", port), None, timeout=1.0)
+    assert time.time() - started < 15  # the timeout given, not the 600 s default
 
 
 def beat(directory: Path, rank: int, iteration: int, when: float, phase: str = "train") -> None:
@@ -142,6 +155,30 @@ def test_the_default_limit_follows_the_slowest_step_and_allows_a_slow_start(tmp_
     assert watch.check(1400.0) is None and watch.limit({0: None}) == 400.0 + 180.0
 
 
+def test_the_default_limit_never_drops_below_five_minutes(tmp_path):
+    watch = StallWatch(tmp_path, [0], started=0.0, last_output=2000.0)
+    beat(tmp_path, 0, 10, 1000.0)
+    watch.check(1000.0)
+    beat(tmp_path, 0, 11, 1010.0)  # steps of 10 s: 10 + 180 would be the limit without the floor
+    assert watch.check(1010.0 + 299) is None and watch.limit({0: None}) == 300.0
+    assert "rank(s) 0 stopped logging iterations (limit 300 s)" in watch.check(1010.0 + 301)
+
+
+def test_a_heartbeat_exactly_as_old_as_the_limit_is_not_yet_a_stall(tmp_path):
+    now = 1000.0
+    watch = StallWatch(tmp_path, [0], timeout=30, started=now - 100, last_output=now)
+    beat(tmp_path, 0, 5, now - 30)
+    assert watch.check(now) is None
+    assert watch.check(now + 0.5).startswith("stalled: rank(s) 0 stopped logging iterations")
+
+
+def test_a_short_stall_timeout_keeps_the_start_up_allowance(tmp_path):
+    """Building the model is not a step: with --stall-timeout 20 and no heartbeat yet, 15 minutes, as by default."""
+    watch = StallWatch(tmp_path, [0, 1], timeout=20, started=0.0, last_output=0.0)
+    assert watch.check(600.0) is None
+    assert "never logged an iteration" in watch.check(901.0)
+
+
 def test_checks_before_any_rank_starts(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -151,6 +188,11 @@ def test_checks_before_any_rank_starts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 50 * 1024**2))
     with pytest.raises(KitError, match="only 50 MiB free"):
+        preflight.check_work_dir(tmp_path / "work", smoke=False)
+    # a GiB is room for the smoke run's small checkpoints, not for a real run's (~0.3 GB each, and logs)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 1024**3))
+    preflight.check_work_dir(tmp_path / "work", smoke=True)
+    with pytest.raises(KitError, match="only 1024 MiB free, and checkpoints need at least 2048 MiB"):
         preflight.check_work_dir(tmp_path / "work", smoke=False)
 
 
