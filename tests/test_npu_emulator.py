@@ -8,6 +8,7 @@ mx-driving wheel is installed once from PyPI into the same cache.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -538,3 +539,47 @@ def test_prepare_reuses_its_build_in_well_under_a_second(tmp_path, extension):
     assert prepared["extension"] == str(extension)  # the session's build, found by its key
     assert prepared["seconds"]["extension"] < 1.0
     assert (site / install.PTH_NAME).read_text().splitlines()[0] == str(TOOLS)
+
+
+def test_flashocc_r50_trains_a_step_on_the_emulated_npu_through_drivingsdk(tmp_path, extension, mx_driving_dir,
+                                                                            flashocc_root):
+    out = run_emulated(tmp_path, """
+        import importlib.util
+        import os
+        import sys
+        root = sys.argv[1]
+        sys.path.insert(0, root)
+        import projects.mmdet3d_plugin  # noqa: F401
+        from mmcv import Config
+        from mmdet3d.models import build_model
+        from npu_emulator import kernels
+        from projects import device
+        assert device.device_type() == "npu"
+        print(device.apply_driving_sdk_patches("fp32").splitlines()[-1])
+        spec = importlib.util.spec_from_file_location("parity", os.path.join(root, "tools", "bev_pool_parity.py"))
+        parity = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(parity)
+        cfg = Config.fromfile(os.path.join(root, "projects/configs/flashocc/flashocc-r50.py"))
+        cfg.model.img_backbone.pretrained = None
+        torch.manual_seed(0)
+        model = build_model(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
+        model.init_weights()
+        model = model.train().npu()
+        g = torch.Generator().manual_seed(0)
+        rig = parity.rig(1, g)
+        img_inputs = [t.npu() for t in [torch.randn(1, 6, 3, 256, 704, generator=g), rig[0],
+                                        torch.eye(4).repeat(1, 6, 1, 1), *rig[2:]]]
+        semantics = torch.randint(0, 18, (1, 200, 200, 16), generator=g).npu()
+        mask = (torch.rand(1, 200, 200, 16, generator=g) > 0.3).to(torch.uint8).npu()
+        losses = model.forward_train(img_inputs=img_inputs, img_metas=[{}], voxel_semantics=semantics,
+                                     mask_camera=mask)
+        loss = sum(losses.values())
+        loss.backward()
+        assert loss.device.type == "npu" and torch.isfinite(loss)
+        assert model.img_backbone.conv1.weight.grad.abs().sum() > 0
+        print("CALLS", dict(kernels.CALLS))
+        """, extension, mx_driving_dir, args=(flashocc_root,), timeout=900, FLASHOCC_DEVICE="npu")
+    assert "applied batch_matmul, resnet_add_relu" in out
+    calls = ast.literal_eval(out.split("CALLS", 1)[1].strip().splitlines()[0])
+    assert calls["npu_bev_pool_v3"] == 1 and calls["npu_bev_pool_v3_backward"] == 1
+    assert calls["npu_add_relu"] > 0  # DrivingSDK's ResNet patch reached its fused kernel
