@@ -60,6 +60,8 @@ CASES = [
     (["launch", "perf", "--dry-run"], {"NODE_RANK": "x"}, "NODE_RANK=x"),
     (["launch", "perf", "--dry-run"], {"MASTER_PORT": "http"}, "MASTER_PORT=http"),
     (["launch", "perf", "--dry-run"], {"MASTER_PORT": "70000"}, "MASTER_PORT=70000"),
+    (["launch", "perf", "--dry-run"], {"MASTER_PORT": "65535"}, "MASTER_PORT=65535"),  # the nodes meet at + 1
+    (["launch", "perf", "--dry-run"], {"MASTER_PORT": "0"}, "MASTER_PORT=0"),
     (["launch", "perf", "--dry-run"], {"NNODES": "2", "NODE_RANK": "1"}, "MASTER_ADDR"),
     (["launch", "perf", "--dry-run"], {"FLASHOCC_DEVICE": "tpu"}, "FLASHOCC_DEVICE=tpu"),
     (["launch", "perf", "--dry-run"], {"FLASHOCC_SMOKE": "yes"}, "FLASHOCC_SMOKE=yes"),

@@ -155,6 +155,23 @@ def test_the_default_limit_follows_the_slowest_step_and_allows_a_slow_start(tmp_
     assert watch.check(1400.0) is None and watch.limit({0: None}) == 400.0 + 180.0
 
 
+def test_only_this_launchs_heartbeats_from_this_host_count(tmp_path):
+    """A file of another launch, or of this launch id written on another host (a shared work dir), is not ours."""
+    import socket
+
+    from flashocc_kit.training.watch import read_heartbeats
+
+    now = 1000.0
+    for rank, launch, host in ((0, "L1", socket.gethostname()), (1, "L1", "another-node"), (2, "L0", None)):
+        (tmp_path / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "epoch": 1, "iter": 3, "phase": "train",
+                                                               "time": now - 500, "pid": 1, "host": host,
+                                                               "launch": launch}))
+    assert set(read_heartbeats(tmp_path, "L1")) == {0}
+    assert set(read_heartbeats(tmp_path)) == {0, 1, 2}  # the directory as it is, for tools that want every file
+    watch = StallWatch(tmp_path, [0], timeout=600, launch="L1", started=now - 700, last_output=now)
+    assert watch.check(now) is None  # rank 1's and rank 2's old files do not stall this run
+
+
 def test_the_default_limit_never_drops_below_five_minutes(tmp_path):
     watch = StallWatch(tmp_path, [0], started=0.0, last_output=2000.0)
     beat(tmp_path, 0, 10, 1000.0)
