@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -106,6 +107,7 @@ def ascend_host(tmp_path, monkeypatch):
     monkeypatch.setattr(installer, "require_room", lambda *args: None)
     monkeypatch.setattr(installer, "check_runtime_requirements", lambda python, ws: [])
     monkeypatch.setattr(health, "run_checks", lambda ws, venv: [])
+    monkeypatch.setattr(installer.rehearsal, "prepare", lambda venv, mx_driving: pytest.fail("no rehearsal on Ascend"))
     return {"workspace": workspace, "cann": cann, "venv": tmp_path / "venv"}
 
 
@@ -165,6 +167,10 @@ def test_a_torch_npu_that_cannot_import_names_cann_not_a_build_failure(ascend_ho
 def test_off_ascend_there_is_no_npu_build_and_no_ascend_package(ascend_host, monkeypatch):
     monkeypatch.delenv("ASCEND_TOOLKIT_HOME")
     monkeypatch.setattr(installer, "cann_home", lambda: None)
+    prepared = []
+    monkeypatch.setattr(installer.rehearsal, "prepare", lambda venv, mx_driving: prepared.append(mx_driving) or
+                        SimpleNamespace(seconds={"extension": 0.1}))
     recorder, error = run_setup(ascend_host, monkeypatch)
     assert error is None, error
+    assert prepared == [default_stack().mx_driving]  # the rehearsal instead, with the stack's DrivingSDK
     assert "torch-npu" not in recorder.names and "FORCE_NPU" not in recorder.call("mmcv-build")["env"]

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import rehearsal
 from .ascend import cann_home
+from .settings import EMULATE_ENV
 from .stackenv import STATE_FILE, run_probe, venv_python
 from .workspace import Workspace
 
@@ -41,6 +43,16 @@ def checkout_checks(ws: Workspace) -> list[Check]:
         checks.append(Check(f"checkout {row['project']}", ok, detail,
                             "python3 tools/kit.py sources && python3 tools/kit.py apply"))
     return checks
+
+
+def rehearsal_check(python: Path) -> Check:
+    """The NPU rehearsal (--emulate-npu): prepared, and a tensor really lands on the emulated NPU."""
+    found = run_probe(python, "rehearsal", env={EMULATE_ENV: "1"})
+    if "error" in found:
+        return Check("NPU rehearsal", False, f"not available ({found['error'][-200:]})", rehearsal.SETUP_FIX,
+                     required=False)
+    return Check("NPU rehearsal", True, f"available: a tensor on {found['device']} of {found['devices']} emulated "
+                                        f"NPUs; mx_driving from {Path(found['mx_driving']).parent.parent}")
 
 
 def run_checks(ws: Workspace, venv: Path) -> list[Check]:
@@ -78,4 +90,6 @@ def run_checks(ws: Workspace, venv: Path) -> list[Check]:
         checks.append(Check(module, found, detail, fix if ascend else "", required=ascend))
     checks.append(Check("FlashOCC plugin", info["plugin"] == "imports", f"projects.mmdet3d_plugin {info['plugin']}",
                         SETUP_FIX))
+    if not ascend:  # the rehearsal stands in for an NPU where there is none
+        checks.append(rehearsal_check(python))
     return checks

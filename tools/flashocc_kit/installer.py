@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import drivingsdk, gitutil, sources
+from . import drivingsdk, gitutil, rehearsal, sources
 from .ascend import cann_home
 from .diskspace import explain_if_disk_full, require_room
 from .errors import KitError
@@ -391,11 +391,21 @@ class Setup:
         return f"mx-driving from {checkout} ({branch}), {how}: {wheel.name}"
 
 
+    def rehearsal(self) -> None:
+        """The emulated NPU (--emulate-npu) with the stack's DrivingSDK wheel, where no real NPU is."""
+        t = self.runner.begin(f"NPU rehearsal: the emulated NPU and DrivingSDK {self.stack.mx_driving}'s Python layer")
+        if cann_home() is not None:
+            self.runner.done(t, "skipped: this host has CANN, and its NPUs")
+            return
+        prepared = rehearsal.prepare(self.venv_dir, self.stack.mx_driving)
+        took = ", ".join(f"{part} {seconds:g} s" for part, seconds in prepared.seconds.items())
+        self.runner.done(t, f"ready ({took}): `--emulate-npu` on the launch scripts, or FLASHOCC_EMULATE_NPU=1")
+
     def all_steps(self) -> list[Callable[[], None]]:
         """Every step of a setup, in order; the Ascend packages come before mmcv, whose NPU build imports them."""
         return [self.sources, self.patches, self.venv, self.python_stack, self.ascend, self.mmcv,
                 lambda: self.editable("mmdet", "mmdet"), lambda: self.editable("mmdet3d", "mmdet3d"),
-                self.runtime_requirements]
+                self.runtime_requirements, self.rehearsal]
 
     def stack_steps(self) -> list[Callable[[], None]]:
         """The steps that need no upstream sources: the environment and the Python stack."""

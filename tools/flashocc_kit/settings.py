@@ -1,5 +1,5 @@
-"""The launcher's environment variables (FLASHOCC_DEVICE, FLASHOCC_SMOKE, FLASHOCC_TORCHRUN), each parsed here
-once: a value, or a KitError naming the variable, its value and the fix.
+"""The launcher's environment variables (FLASHOCC_DEVICE, FLASHOCC_SMOKE, FLASHOCC_EMULATE_NPU, FLASHOCC_TORCHRUN),
+each parsed here once: a value, or a KitError naming the variable, its value and the fix.
 
 The kit's own locations (FLASHOCC_KIT_*) are read in pins.py, and the nodes of a run (NNODES, NODE_RANK,
 MASTER_ADDR, MASTER_PORT) in training/nodes.py, the same way.
@@ -17,6 +17,7 @@ DEVICE_ENV = "FLASHOCC_DEVICE"  # npu | cuda | cpu: forces the port's device dec
 DEVICES = ("npu", "cuda", "cpu")
 SMOKE_ENV = "FLASHOCC_SMOKE"  # 1: the CPU smoke configuration, as --smoke
 TORCHRUN_ENV = "FLASHOCC_TORCHRUN"  # a site's own torchrun (a wrapper), instead of the environment's
+EMULATE_ENV = "FLASHOCC_EMULATE_NPU"  # 1: torch_npu and mx_driving are the kit's emulation (the NPU rehearsal)
 
 
 def forced_device() -> str | None:
@@ -33,6 +34,15 @@ def smoke_requested() -> bool:
     if value not in ("", "0", "1"):
         raise KitError(f"{SMOKE_ENV}={value} is neither 1 nor 0. Fix: {SMOKE_ENV}=1 for the CPU smoke run "
                        "(or --smoke), or unset it")
+    return value == "1"
+
+
+def emulating_npu() -> bool:
+    """FLASHOCC_EMULATE_NPU=1: the NPU rehearsal (read as tools/npu_emulator reads it: only "1" turns it on)."""
+    value = os.environ.get(EMULATE_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise KitError(f"{EMULATE_ENV}={value} is neither 1 nor 0. Fix: {EMULATE_ENV}=1 to rehearse the NPU run on "
+                       "this CPU (or --emulate-npu), or unset it")
     return value == "1"
 
 

@@ -81,14 +81,14 @@ def ensure_stack(workspace: Path, modules: Sequence[str], command: str, required
     os.execve(str(python), argv, {**os.environ, REEXEC_ENV: "1"})
 
 
-def run_probe(python: Path, probe: str, *args: str, cwd: Path | None = None) -> dict:
+def run_probe(python: Path, probe: str, *args: str, cwd: Path | None = None, env: dict | None = None) -> dict:
     """Run flashocc_kit/probes/<probe>.py in `python`; its last stdout line is JSON.
 
     A probe that cannot run at all (the interpreter is broken, the probe crashed) gives
     {"error": <its last stderr line>}.
     """
     proc = subprocess.run([str(python), "-m", f"flashocc_kit.probes.{probe}", *args], capture_output=True,
-                          text=True, cwd=cwd, env={**os.environ, **kit_pythonpath()})
+                          text=True, cwd=cwd, env={**os.environ, **(env or {}), **kit_pythonpath()})
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 
-from ..settings import SMOKE_ENV, forced_device, torchrun_override
+from ..rehearsal import activate_here
+from ..settings import EMULATE_ENV, SMOKE_ENV, emulating_npu, forced_device, torchrun_override
 from ..stackenv import ensure_stack
 from ..training.commands import train_command
 from ..training.execute import describe, execute, resolve_resume
@@ -45,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="data-loader workers per device (default: the config's)")
     p.add_argument("--log-interval", type=int, help="iterations per log line (default 1 perf, 10 accuracy, 5 smoke)")
     p.add_argument("--smoke", action="store_true", help=f"the CPU smoke configuration (or {SMOKE_ENV}=1)")
+    p.add_argument("--emulate-npu", action="store_true",
+                   help="rehearse the NPU run on this CPU: torch_npu, hccl and DrivingSDK's Python code over the kit's "
+                        f"emulated NPU (or {EMULATE_ENV}=1); the summary is marked emulated")
     p.add_argument("--lr", type=float, help="learning rate (default: the config's, scaled by sqrt(global batch / the "
                                             "config's global batch), to 3 digits)")
     p.add_argument("--preset", choices=PRESETS, help="a published recipe: " + "; ".join(
@@ -64,18 +70,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # the environment is read once, before anything else: a bad value is named before any work is done
+    if args.emulate_npu:
+        os.environ[EMULATE_ENV] = "1"  # for this launcher, its re-execution in the kit's environment and the ranks
     cluster = Nodes.from_environment()
     forced_device()
     torchrun_override()
+    emulate = emulating_npu()
     ws = Workspace.at(args.workspace)
     flashocc = locate_flashocc(ws.flashocc)
     ensure_stack(ws.root, NEEDS, "launch")  # the config is read with mmcv; the ranks run in this environment
+    if emulate and importlib.util.find_spec("torch_npu") is None:
+        activate_here()  # already in the kit's environment, started without the flag: as its .pth hook would
     request = LaunchRequest(mode=args.mode, num_npu=args.num_npu, batch_size=args.batch_size, epochs=args.epochs,
                             max_iters=args.max_iters, precision=args.precision, data_root=args.data_root,
                             work_dir=args.work_dir, output_dir=args.output_dir, resume=args.resume,
                             config=args.config, workers=args.workers, log_interval=args.log_interval,
                             smoke=args.smoke, lr=args.lr, preset=args.preset, stall_timeout=args.stall_timeout,
-                            node_timeout=args.node_timeout, data_check=args.data_check,
+                            node_timeout=args.node_timeout, data_check=args.data_check, emulate_npu=emulate,
                             cfg_options=args.cfg_options)
     training_run = build_run(request, flashocc, cluster)
     if args.dry_run:

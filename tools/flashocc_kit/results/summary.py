@@ -45,6 +45,7 @@ class CaseInfo:
     device_type: str = field(default_factory=platform.machine)  # ModelZoo's DeviceType: `uname -m`
     lr: float | None = None  # the optimizer's learning rate the run was given
     lr_rule: str | None = None  # how it was chosen (the launcher's rule, or --lr)
+    emulated: bool = False  # the NPU rehearsal: an NPU's code paths on a CPU, not an NPU's figures
 
     def __post_init__(self) -> None:
         if not self.case_name or "/" in self.case_name or self.case_name.startswith("."):
@@ -151,6 +152,7 @@ class Summary:
             "case_name": c.case_name, "network": c.network, "device": c.device, "device_type": c.device_type,
             "rank_size": c.rank_size, "batch_size": c.batch_size, "global_batch": c.global_batch,
             "precision": c.precision, "accuracy_run": c.accuracy, "lr": c.lr, "lr_rule": c.lr_rule,
+            "emulated": c.emulated,
             "modelzoo": dict(self.modelzoo()),
             "e2e_training_time_s": self.e2e_seconds, "e2e_source": self.e2e_source,
             "training_time_s": self.training_time_s, "fps": self.fps,

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from .. import ascend
+from ..settings import EMULATE_ENV
 from ..stackenv import torchrun
 from .run import Run
 
@@ -41,10 +42,14 @@ def cpus_available() -> int:
 def rank_environment(run: Run) -> dict[str, str]:
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(run.flashocc), os.environ.get("PYTHONPATH")])),
            "PYTHONUNBUFFERED": "1"}
-    if run.smoke:
+    if run.smoke or run.emulate_npu:  # the ranks compute on this CPU: share its cores
         cores = str(max(1, cpus_available() // run.devices))
-        env.update({"FLASHOCC_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": cores,
-                    "MKL_NUM_THREADS": cores})
+        env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": cores, "MKL_NUM_THREADS": cores})
+    if run.emulate_npu:  # the NPU job as on the cluster, its Ascend run-time settings included
+        env.update({EMULATE_ENV: "1", "FLASHOCC_DEVICE": "npu",
+                    **{k: v for k, v in ascend.RUNTIME_ENV.items() if k not in os.environ}})
+    elif run.smoke:
+        env["FLASHOCC_DEVICE"] = "cpu"
     else:
         env.update(ascend.runtime_environment())
     return env

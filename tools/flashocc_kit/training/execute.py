@@ -85,9 +85,9 @@ def environment_report(run: Run) -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    kind = "cpu" if run.smoke else forced_device() or _detected_device(run)
+    kind = "npu" if run.emulate_npu else "cpu" if run.smoke else forced_device() or _detected_device(run)
     return {"versions": versions, "python": sys.version.split()[0], "device": kind, "device_count": run.devices,
-            "nodes": run.nodes, "host": os.uname().nodename}
+            "nodes": run.nodes, "host": os.uname().nodename, "emulated": run.emulate_npu}
 
 
 def _detected_device(run: Run) -> str:
@@ -107,7 +107,9 @@ def describe_lr(lr) -> str:
 def describe(run: Run) -> str:
     length = f"{run.max_iters} iterations" if run.max_iters else f"{run.epochs} epochs"
     nodes = f"{run.nodes} nodes x " if run.nodes > 1 else ""
-    return (f"{run.case_name}: {MODES[run.mode]}\n  FlashOCC {run.flashocc}\n  config {run.config}, "
+    rehearsal = ("\n  NPU EMULATED on this CPU (a rehearsal of the NPU run: its code paths, not its speed)"
+                 if run.emulate_npu else "")
+    return (f"{run.case_name}: {MODES[run.mode]}{rehearsal}\n  FlashOCC {run.flashocc}\n  config {run.config}, "
             f"{nodes}{run.devices} x {run.batch_size} samples (global batch {run.global_batch}), {length}, "
             f"{run.precision}\n  lr {describe_lr(run.lr)}: {run.lr_rule}\n  data {run.data_dir}\n"
             f"  work dir {run.work_dir}\n  output {run.output_dir}")
@@ -206,7 +208,7 @@ def summarize(run: Run, logs: list[Path]) -> int:
     environment = environment_report(run)
     case = CaseInfo(case_name=run.case_name, device=environment["device"], rank_size=run.devices * run.nodes,
                     batch_size=run.batch_size, precision=run.precision, network=NETWORK, accuracy=run.accuracy,
-                    lr=run.lr, lr_rule=run.lr_rule)
+                    lr=run.lr, lr_rule=run.lr_rule, emulated=run.emulate_npu)
     metrics = run.work_dir / RESULTS.replace(".pkl", ".metrics.json") if run.accuracy else None
     resumed = {"from": str(run.resume_from), "legs": legs} if run.resume_from is not None else None
     summary = summarize_run(run.work_dir, logs, run.output_dir, case, e2e_seconds=sum(leg["seconds"] for leg in legs),

@@ -109,6 +109,7 @@ class LaunchRequest:
     stall_timeout: float | None = None
     node_timeout: float | None = None
     data_check: bool = True
+    emulate_npu: bool = False
     cfg_options: list[str] = field(default_factory=list)
 
 
@@ -137,6 +138,7 @@ class Run:
     node_timeout: float = 600.0  # how long the nodes' launchers wait for each other
     resume_from: Path | None = None  # the checkpoint `resume` resolved to (execute decides)
     data_check: bool = True  # the quick data check before torchrun
+    emulate_npu: bool = False  # the NPU rehearsal: the kit's emulated NPU on this CPU
     extra_cfg: list[str] = field(default_factory=list)
 
     @property
@@ -156,7 +158,8 @@ class Run:
         kind = "acc" if self.accuracy else "perf"
         tag = "_fp16backbone" if self.precision == "fp16-backbone" else ""
         smoke = "_cpusmoke" if self.smoke else ""
-        return f"{NETWORK}{smoke}_bs{self.global_batch}_{self.nodes * self.devices}p_{kind}{tag}"
+        rehearsal = "_npurehearsal" if self.emulate_npu else ""
+        return f"{NETWORK}{smoke}_bs{self.global_batch}_{self.nodes * self.devices}p_{kind}{tag}{rehearsal}"
 
     @property
     def data_dir(self) -> Path:
@@ -266,6 +269,7 @@ def build_run(request: LaunchRequest, flashocc: Path, cluster: Nodes) -> Run:
             raise KitError(f"{name} must be above 0 seconds, got {value}")
     run.stall_timeout = request.stall_timeout
     run.data_check = request.data_check
+    run.emulate_npu = request.emulate_npu
     run.node_timeout = request.node_timeout or run.node_timeout
     run.lr, run.lr_rule = learning_rate(defaults.lr, defaults.samples_per_gpu, default_devices, run.global_batch,
                                         request.lr)
