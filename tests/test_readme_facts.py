@@ -34,7 +34,7 @@ def test_the_support_matrix_is_pins_ini_and_the_locks():
 
 
 def test_the_common_pins_are_pins_ini():
-    common = section("### The support matrix").split("Common to both:", 1)[1].split("\n\n", 1)[0]
+    common = section("### The support matrix").split("Common to all:", 1)[1].split("\n\n", 1)[0]
     for project in pins.load_projects().values():
         if project.commit:
             assert f"@ {project.commit[:8]}" in common, project.name

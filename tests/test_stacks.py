@@ -27,16 +27,19 @@ VERSION_TABLE = """\
 def test_the_matrix_is_what_pins_ini_and_the_locks_say():
     all_stacks = stacks.load_stacks()
     assert all_stacks["torch2.1"].torch == "2.1.0" and all_stacks["torch2.7"].torch == "2.7.1"
+    assert all_stacks["torch2.8"].torch == "2.8.0" and all_stacks["torch2.8"].pinned("torchvision") == "0.23.0"
     assert all_stacks["torch2.1"].pinned("torchvision") == "0.16.0"
     assert stacks.default_stack().name == "torch2.1"
     cells = {c.id for c in stacks.all_cells()}
-    assert len(cells) == 14 and "torch2.1-py3.8-aarch64" in cells and "torch2.7-py3.8-x86_64" not in cells
+    assert len(cells) == 20 and "torch2.1-py3.8-aarch64" in cells and "torch2.7-py3.8-x86_64" not in cells
+    assert "torch2.8-py3.11-aarch64" in cells and "torch2.8-py3.8-x86_64" not in cells
 
 
 def test_the_stack_follows_the_torch_an_interpreter_has():
     assert stacks.choose_stack("3.8", None, None, "x86_64").name == "torch2.1"
     assert stacks.choose_stack("3.10", "torch2.7", None, "aarch64").name == "torch2.7"
     assert stacks.choose_stack("3.10", None, "2.7.1+cpu", "aarch64").name == "torch2.7"  # an Ascend image's
+    assert stacks.choose_stack("3.11", None, "2.8.0+cpu", "x86_64").name == "torch2.8"
     assert stacks.choose_stack("3.9", None, "2.1.0a0+git", "x86_64").name == "torch2.1"
 
 
@@ -45,7 +48,7 @@ def test_the_stack_follows_the_torch_an_interpreter_has():
     ("3.8", "torch2.7", None, "x86_64", "torch2.7 needs Python 3.9-3.11 and this is Python 3.8: use --stack torch2.1"),
     ("3.10", None, "2.4.0", "x86_64", "the torch 2.4.0 this interpreter has is no stack's"),
     ("3.10", "torch2.7", "2.1.0", "x86_64", "belongs to torch2.1"),
-    ("3.10", "torch9", None, "x86_64", "--stack torch9: choose from torch2.1, torch2.7"),
+    ("3.10", "torch9", None, "x86_64", "--stack torch9: choose from torch2.1, torch2.7, torch2.8"),
     ("3.10", None, None, "riscv64", "this machine is riscv64"),
 ])
 def test_a_cell_that_cannot_work_is_refused_in_one_sentence(python, requested, torch, arch, message):
@@ -91,7 +94,7 @@ def test_stacks_prints_the_matrix_and_what_was_done_here(tmp_path):
     row = next(line for line in text.splitlines() if "3.8" in line and "x86_64" in line)
     assert "torch2.1 (default)" in row and "requirements/torch2.1.txt" in row and "ok" in row and "12 passed" in row
     rows = json.loads(subprocess.run([*kit, "--json"], capture_output=True, text=True, check=True).stdout)
-    assert len(rows) == 14 and sum(r["set up here"] != "-" for r in rows) == 1
+    assert len(rows) == 20 and sum(r["set up here"] != "-" for r in rows) == 1
 
 
 # ---- DrivingSDK from a checkout ----------------------------------------------------------------------------
@@ -115,6 +118,7 @@ def test_a_checkout_on_a_branch_without_the_stacks_torch_is_refused_naming_one_w
     torch21, torch27 = stacks.load_stacks()["torch2.1"], stacks.load_stacks()["torch2.7"]
     git(drivingsdk_checkout, "branch", "-m", "master")
     assert drivingsdk.check_checkout(drivingsdk_checkout, torch27, "3.10") == "master"
+    assert drivingsdk.check_checkout(drivingsdk_checkout, stacks.load_stacks()["torch2.8"], "3.11") == "master"
     with pytest.raises(KitError) as err:
         drivingsdk.check_checkout(drivingsdk_checkout, torch21, "3.8")
     assert "on master, which builds DrivingSDK for torch 2.7.1, 2.8.0" in str(err.value)

@@ -16,8 +16,8 @@ from ..workspace import Workspace
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("setup", help="sources + patches + a virtual environment with the patched stack")
-    p.add_argument("--stack", help="torch2.1 (default) or torch2.7 (`kit.py stacks`); an interpreter that has "
-                                   "torch already sets up that torch's stack")
+    p.add_argument("--stack", help="a stack of `kit.py stacks` (default: the one pins.ini marks default); an "
+                                   "interpreter that has torch already sets up that torch's stack")
     p.add_argument("--venv", help="virtual environment to create or update (default: <workspace>/.venvs/<cell>, "
                                   "linked as <workspace>/.venv)")
     p.add_argument("--drivingsdk", metavar="DIR", type=existing_dir,
