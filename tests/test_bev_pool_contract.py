@@ -35,7 +35,7 @@ V1_RANKS_NOT_2D = "ranks_bev must be 2D when running without depth"  # DrivingSD
 class Case:
     """One of DrivingSDK's cases: the op (as its test drives it) and B, D, H, W, C, N_RANKS."""
 
-    op: str  # bev_pool_v3, bev_pool_v3_no_depth (depth=None), bev_pool_v2, bev_pool (v1)
+    op: str  # bev_pool_v3, bev_pool_v3_no_depth (depth=None; _rows: feat (N, C)), bev_pool_v2, bev_pool (v1)
     B: int
     D: int
     H: int
@@ -53,7 +53,10 @@ V3_SHAPES = [(1, 1, 1, 1, 8, 1), (3, 3, 3, 3, 16, 3), (3, 3, 15, 15, 32, 33), (1
              (32, 7, 11, 17, 64, 9999)]
 V1_V2_SHAPES = [(1, 1, 1, 1, 1, 1), (3, 3, 3, 3, 3, 3), (3, 3, 15, 15, 17, 33), (1, 5, 128, 128, 31, 777),
                 (32, 4, 128, 128, 64, 9999)]
+# bev_pool_v3.md's v1-mode example (feat (4, 64), B 4, 128x128), and the largest v3 shape so called
+V1_ROWS_SHAPES = [(4, 1, 128, 128, 64, 4), (32, 7, 11, 17, 64, 9999)]
 CASES = ([Case("bev_pool_v3", *s) for s in V3_SHAPES] + [Case("bev_pool_v3_no_depth", *s) for s in V3_SHAPES]
+         + [Case("bev_pool_v3_no_depth_rows", *s) for s in V1_ROWS_SHAPES]
          + [Case("bev_pool_v2", *s) for s in V1_V2_SHAPES] + [Case("bev_pool", *s) for s in V1_V2_SHAPES])
 
 
@@ -69,10 +72,10 @@ def generate(case: Case) -> dict:
         return dict(depth=torch.rand(B, 1, D, H, W, generator=g), feat=torch.rand(B, 1, H, W, C, generator=g),
                     ranks_depth=randint(g, B * D * H * W, n), ranks_feat=randint(g, B * H * W, n),
                     ranks_bev=randint(g, B, n), grad_out=torch.rand(B, C, D, H, W, generator=g))
-    if case.op == "bev_pool_v3_no_depth":  # feat has more rows than there are points
+    if case.op.startswith("bev_pool_v3_no_depth"):  # DrivingSDK's test: feat has more rows than points
         coords = torch.stack([randint(g, H, n), randint(g, W, n), randint(g, D, n), randint(g, B, n)], 1)
-        return dict(feat=torch.rand(B, C, H, W, D, generator=g), ranks_bev=coords,
-                    grad_out=torch.rand(B, C, D, H, W, generator=g))
+        feat = torch.rand(n, C, generator=g) if case.op.endswith("_rows") else torch.rand(B, C, H, W, D, generator=g)
+        return dict(feat=feat, ranks_bev=coords, grad_out=torch.rand(B, C, D, H, W, generator=g))
     if case.op == "bev_pool_v2":  # sorted ranks; intervals are runs of equal ranks_feat, not of ranks_bev
         ranks = [randint(g, high, n).sort().values for high in (B * D * H * W, B * H * W, B * D * H * W)]
         kept = torch.ones(n, dtype=torch.bool)
@@ -99,8 +102,8 @@ def contributions(case: Case, x: dict) -> list[tuple[int, int | None, int, int]]
     if case.op == "bev_pool_v3":
         return [(b, d, f, b) for d, f, b in zip(x["ranks_depth"].tolist(), x["ranks_feat"].tolist(),
                                                    x["ranks_bev"].tolist())]
-    if case.op in ("bev_pool_v3_no_depth", "bev_pool"):
-        coords = x["ranks_bev" if case.op == "bev_pool_v3_no_depth" else "geom_feat"].tolist()
+    if case.op.startswith("bev_pool_v3_no_depth") or case.op == "bev_pool":
+        coords = x["geom_feat" if case.op == "bev_pool" else "ranks_bev"].tolist()
         return [(cell(*c), None, i, cell(*c)) for i, c in enumerate(coords)]
     rd, rf, rb = x["ranks_depth"].tolist(), x["ranks_feat"].tolist(), x["ranks_bev"].tolist()
     return [(rb[start], rd[j], rf[j], rb[j]) for start, length in zip(x["starts"].tolist(), x["lengths"].tolist())
@@ -159,7 +162,7 @@ def run_case(case: Case, ops: dict, device: str = "cpu") -> None:
     depth = on["depth"].detach().requires_grad_() if "depth" in on else None
     if case.op == "bev_pool_v3":
         out = ops["bev_pool_v3"](depth, feat, on["ranks_depth"], on["ranks_feat"], on["ranks_bev"], shape)
-    elif case.op == "bev_pool_v3_no_depth":  # ranks_feat too is None, as DrivingSDK's test passes it
+    elif case.op.startswith("bev_pool_v3_no_depth"):  # ranks_feat too is None, as DrivingSDK's test passes it
         out = ops["bev_pool_v3"](None, feat, None, None, on["ranks_bev"], shape)
     elif case.op == "bev_pool_v2":
         out = ops["bev_pool_v2"](depth, feat, on["ranks_depth"], on["ranks_feat"], on["ranks_bev"], shape,
@@ -194,6 +197,21 @@ def test_driving_sdk_case_on_the_portable_op(pool, case):
 def test_driving_sdk_case_through_the_dispatching_op(pool, case, monkeypatch):
     monkeypatch.delenv("FLASHOCC_BEV_POOL", raising=False)
     run_case(case, {"bev_pool_v3": pool.bev_pool_v3})
+
+
+def upstream_ops() -> dict:
+    """Upstream's ops.bev_pool_v2 and ops.bev_pool as patched (CPU: the portable ops); v1 takes (x, y, z, b)."""
+    from projects.mmdet3d_plugin.ops.bev_pool.bev_pool import bev_pool
+    from projects.mmdet3d_plugin.ops.bev_pool_v2.bev_pool import bev_pool_v2
+
+    return {"bev_pool_v2": bev_pool_v2,
+            "bev_pool": lambda feat, geom, *bdhw: bev_pool(feat, geom[:, [1, 0, 2, 3]], *bdhw)}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.op in ("bev_pool_v2", "bev_pool") and c.n < 9999],
+                         ids=lambda c: c.id)
+def test_driving_sdk_case_through_upstreams_patched_op(flashocc_root, case):
+    run_case(case, upstream_ops())
 
 
 # ---------------------------------------------------------------- the rest of the contract, on the portable op
@@ -278,6 +296,19 @@ def test_arguments_outside_the_contract_are_refused_before_pooling(pool, args, e
         with pytest.raises(error, match="Fix: ") as raised:
             op(*args(depth.detach(), feat.detach(), ranks, shape))
         assert message in str(raised.value)
+
+
+def test_v2_pools_each_interval_into_its_first_points_cell(pool):
+    depth = torch.ones(1, 1, 1, 1, 4, requires_grad=True)
+    feat = torch.tensor([1.0, 10.0, 100.0, 1000.0]).view(1, 1, 1, 4, 1).requires_grad_()
+    ranks = torch.arange(4, dtype=torch.int32)  # point i: depth i, feat i, cell i
+    starts, lengths = torch.tensor([0, 2], dtype=torch.int32), torch.tensor([2, 1], dtype=torch.int32)
+    out = pool.bev_pool_v2_portable(depth, feat, ranks, ranks, ranks, (1, 1, 1, 4, 1), starts, lengths)
+    assert out.flatten().tolist() == [11.0, 0.0, 100.0, 0.0]  # point 1 goes to cell 0; point 3 is in no interval
+    out.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 1, 1, 4))
+    # the kernels' gradient: each point at its own cell, all points (DrivingSDK's backward re-cuts the intervals)
+    assert feat.grad.flatten().tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert depth.grad.flatten().tolist() == [1.0, 20.0, 300.0, 4000.0]
 
 
 def test_v2_intervals_are_checked_and_upstreams_intervals_give_v3s_result(pool):
@@ -372,7 +403,7 @@ suites = {
 results = {}
 for suite, ops in suites.items():
     for case in contract.CASES:
-        if case.op.split("_no_depth")[0] not in ops:
+        if case.op.split("_no_depth")[0] not in ops:  # the port's NPU branch: v3 only
             continue
         try:
             contract.run_case(case, ops, "npu")
