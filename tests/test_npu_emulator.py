@@ -190,8 +190,7 @@ def test_autocast_on_npu_runs_convolutions_and_matmuls_in_float16(tmp_path, exte
             assert conv(x).dtype == torch.float16
         print("UPCAST", torch_npu._C.upcast_ops())
         """, extension)
-    if torch.__version__ < "2.2":  # torch 2.1's CPU conv lacks float16: computed in float32, rounded back
-        assert "aten::convolution/Half" in out
+    assert "aten::convolution/Half" in out  # float16 convolutions run in float32, rounded back
 
 
 def test_a_resnet50_forward_and_backward_under_npu_autocast(tmp_path, extension):

@@ -539,6 +539,24 @@ std::mutex g_counts_mutex;
 std::unordered_map<std::string, int64_t> g_fallback_counts;
 std::atomic<bool> g_count_ops{false};
 
+// Convolutions and matrix products in float16/bfloat16 run in float32 and are rounded back, even where
+// the CPU has a kernel: torch 2.7's float16 CPU convolution is orders of magnitude slower, and the
+// NPU's cube unit accumulates in float32 too. FLASHOCC_EMULATE_NPU_FP16_MATH=native keeps CPU kernels.
+bool widen_heavy_ops() {
+  static const bool widen = [] {
+    const char* env = std::getenv("FLASHOCC_EMULATE_NPU_FP16_MATH");
+    return !(env && std::string(env) == "native");
+  }();
+  return widen;
+}
+
+bool is_heavy_op(const std::string& name) {
+  static const std::unordered_set<std::string> heavy = {
+      "aten::convolution", "aten::convolution_backward", "aten::mm",  "aten::addmm",
+      "aten::bmm",         "aten::baddbmm",              "aten::addbmm", "aten::_addmm_activation"};
+  return heavy.count(name) > 0;
+}
+
 std::string op_key(const c10::OperatorHandle& op) {
   const auto& name = op.operator_name();
   return name.overload_name.empty() ? name.name : name.name + "." + name.overload_name;
@@ -664,6 +682,10 @@ void run_on_host(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     key = op_key(op) + "/" + c10::toString(low);
     std::lock_guard<std::mutex> lock(g_upcast_mutex);
     upcast = g_upcast_ops.count(key) > 0;
+    if (!upcast && widen_heavy_ops() && is_heavy_op(schema.name())) {
+      g_upcast_ops.insert(key);
+      upcast = true;
+    }
   }
   if (upcast) {
     run_upcast(op, stack, std::move(args), low);
