@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench import bevpool, common, data, pipeline, rays
+from ..argtypes import positive_int
+from ..bench import bevpool, common, data, pipeline, rays, rehearsal
 from ..errors import KitError
 from ..pins import default_sources_dir
 from ..stackenv import ensure_stack
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pipeline(what)
     add_bevpool(what)
     add_rays(what)
+    add_rehearsal(what)
 
 
 def stack(args: argparse.Namespace) -> None:
@@ -144,6 +146,26 @@ def cmd_rays(args: argparse.Namespace) -> int:
     rays.check_settings(args.samples, args.origins, args.workers)
     document = rays.run(Workspace.at(args.workspace).flashocc, args.samples, args.origins, args.workers)
     print(rays.report(document))
+    if args.json:
+        common.write_json(args.json, document)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_rehearsal(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rehearsal", help="the smoke perf run on the CPU and on the emulated NPU: step times, their "
+                                         "ratio, and how far the losses drift",
+                       description=rehearsal.__doc__.splitlines()[0], epilog=rehearsal.__doc__.split("\n", 2)[2],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--max-iters", type=positive_int, default=30, help="iterations of each run (default 30)")
+    p.add_argument("--num-npu", type=positive_int, default=2, help="ranks of each run (default 2)")
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(func=cmd_rehearsal)
+
+
+def cmd_rehearsal(args: argparse.Namespace) -> int:
+    document = rehearsal.run(Workspace.at(args.workspace).flashocc, args.max_iters, args.num_npu)
+    print(rehearsal.report(document))
     if args.json:
         common.write_json(args.json, document)
         print(f"wrote {args.json}")
