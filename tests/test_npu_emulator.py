@@ -469,7 +469,20 @@ def test_bev_pool_v1_mode_and_the_interval_kernels(tmp_path, extension, mx_drivi
         torch.testing.assert_close(v3.cpu(), expected)
         torch.testing.assert_close(v1.detach().cpu(), expected)
         v1.sum().backward()
-        assert kernels.CALLS["npu_bev_pool_v3"] == 1 and kernels.CALLS["npu_bev_pool"] == 1
+        # DrivingSDK's own v1-mode test: feat (B, C, H, W, D), C = feat.size(1), point i adds row i of
+        # feat.view(-1, C) (more rows than points)
+        big = torch.rand(B, C, H, W, 3).npu().requires_grad_()
+        v3_rows = mx_driving.bev_pool_v3(None, big, None, None, geom.npu(), [B, D, H, W, C])
+        rows = big.detach().cpu().reshape(-1, C)[:30]
+        expected_rows = torch.zeros(B, D, H, W, C)
+        for i in range(30):
+            h, w, d, b = geom[i].tolist()
+            expected_rows[b, d, h, w] += rows[i]
+        torch.testing.assert_close(v3_rows.detach().cpu(), expected_rows.permute(0, 4, 1, 2, 3))
+        v3_rows.sum().backward()
+        grad = big.grad.cpu().reshape(-1, C)
+        assert torch.equal(grad[:30], torch.ones(30, C)) and not grad[30:].any()
+        assert kernels.CALLS["npu_bev_pool_v3"] == 2 and kernels.CALLS["npu_bev_pool"] == 1
         assert kernels.CALLS["npu_bev_pool_backward"] == 1
         """, extension, mx_driving_dir)
 

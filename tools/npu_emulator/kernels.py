@@ -60,25 +60,31 @@ def _check_v3_shape(kernel: str, C: int, B: int, D: int, H: int, W: int) -> None
         raise RuntimeError(f"{kernel}: B*D*H*W*C must be at most 2^31, got {B * D * H * W * C}")
 
 
+def _v3_channels(feat: torch.Tensor, depth: torch.Tensor | None) -> int:
+    return int(feat.shape[-1] if depth is not None else feat.shape[1])
+
+
 @_counted
 def npu_bev_pool_v3(depth, feat, ranks_depth, ranks_feat, ranks_bev, B: int, D: int, H: int, W: int):
     """out[ranks_bev[i]] += depth.flat[ranks_depth[i]] * feat_rows[ranks_feat[i]]; returns (B, D, H, W, C).
 
-    Without depth (bev_pool v1 mode) point i's feature row is feat_rows[i].
+    With depth, C is feat's last dimension (feat (B, N, H, W, C)). Without depth (bev_pool v1 mode),
+    as DrivingSDK's kernel, C is feat.size(1) and point i adds feature row i (feat may have more rows).
     """
     kernel = "npu_bev_pool_v3"
     _check(kernel, "feat", feat, (torch.float32,))
     _check(kernel, "ranks_bev", ranks_bev, (torch.int32,))
-    C = int(feat.shape[-1])
+    C = _v3_channels(feat, depth)
     _check_v3_shape(kernel, C, B, D, H, W)
     rows = feat.reshape(-1, C)
     out = rows.new_zeros(B * D * H * W, C)
     ranks_bev = ranks_bev.reshape(-1).long()
     if depth is None:
-        if rows.shape[0] != ranks_bev.shape[0]:
-            raise RuntimeError(f"{kernel}: without depth, feat needs one row per rank ({rows.shape[0]} rows, "
-                               f"{ranks_bev.shape[0]} ranks)")
-        out.index_add_(0, ranks_bev, rows)
+        n = ranks_bev.shape[0]
+        if rows.shape[0] < n:
+            raise RuntimeError(f"{kernel}: without depth, feat needs a row per rank ({rows.shape[0]} rows, "
+                               f"{n} ranks)")
+        out.index_add_(0, ranks_bev, rows[:n])
         return out.view(B, D, H, W, C)
     _check(kernel, "depth", depth, (torch.float32,))
     _check(kernel, "ranks_depth", ranks_depth, (torch.int32,))
@@ -103,8 +109,10 @@ def npu_bev_pool_v3_backward(grad_out, depth, feat, ranks_depth, ranks_feat, ran
     _check_v3_shape(kernel, C, B, D, H, W)
     grad_rows = grad_out.reshape(-1, C)
     ranks_bev = ranks_bev.reshape(-1).long()
-    if depth is None:
-        return None, grad_rows.index_select(0, ranks_bev).reshape(feat.shape)
+    if depth is None:  # row i got point i's cell; rows past the ranks get nothing
+        grad_feat = torch.zeros_like(feat).reshape(-1, C)
+        grad_feat[: ranks_bev.shape[0]] = grad_rows.index_select(0, ranks_bev)
+        return None, grad_feat.view(feat.shape)
     _check(kernel, "depth", depth, (torch.float32,))
     _check(kernel, "ranks_depth", ranks_depth, (torch.int32,))
     _check(kernel, "ranks_feat", ranks_feat, (torch.int32,))
