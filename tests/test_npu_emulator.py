@@ -297,6 +297,16 @@ dist.broadcast(b, src=1)
 parts = [torch.zeros(2, device=device) for _ in range(world)]
 dist.all_gather(parts, torch.full((2,), float(rank), device=device))
 dist.barrier()
+extra = {}
+if backend == "hccl":  # HCCL's own: futures hold the npu tensors; flat all-gather and reduce-scatter
+    future = dist.all_reduce(torch.ones(2, device=device), async_op=True).get_future()
+    extra["future_device"] = str(future.wait()[0].device)
+    scattered = torch.zeros(2, device=device)
+    dist.reduce_scatter_tensor(scattered, torch.arange(4.0, device=device) * (rank + 1))
+    extra["reduce_scatter"] = scattered.cpu()
+    full = torch.zeros(4, device=device)
+    dist.all_gather_into_tensor(full, torch.full((2,), float(rank), device=device))
+    extra["all_gather_into_tensor"] = full.cpu()
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
                           torch.nn.Linear(4 * 6 * 6, 2)).to(device)
@@ -309,7 +319,7 @@ for step in range(3):
     ddp(x).square().sum().backward()
     opt.step()
 torch.save({"all_reduce": t.cpu(), "broadcast": b.cpu(), "all_gather": torch.stack(parts).cpu(),
-            "devices": [str(p.device) for p in net.parameters()][:1],
+            "devices": [str(p.device) for p in net.parameters()][:1], **extra,
             "weights": {k: v.cpu() for k, v in net.state_dict().items()}}, out)
 dist.destroy_process_group()
 """
@@ -339,6 +349,9 @@ def test_hccl_collectives_and_ddp_match_gloo_on_the_cpu(tmp_path, extension):
         assert torch.equal(result["all_reduce"], torch.full((4,), 3.0))
         assert torch.equal(result["broadcast"], torch.full((3,), 1.0))
         assert torch.equal(result["all_gather"], torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+        assert result["future_device"] == f"npu:{rank}"
+        assert torch.equal(result["reduce_scatter"], torch.arange(4.0).mul(3).view(2, 2)[rank])
+        assert torch.equal(result["all_gather_into_tensor"], torch.tensor([0.0, 0.0, 1.0, 1.0]))
     for name, weight in hccl[0]["weights"].items():
         if "running" not in name and "num_batches" not in name:  # batch-norm statistics are per rank
             torch.testing.assert_close(weight, hccl[1]["weights"][name])  # DDP kept the ranks in step

@@ -7,6 +7,8 @@
 #include <torch/csrc/distributed/c10d/Types.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
+#include <ATen/core/ivalue.h>
+
 #include <vector>
 
 namespace emu {
@@ -29,23 +31,59 @@ std::vector<std::vector<at::Tensor>> host(const std::vector<std::vector<at::Tens
   return out;
 }
 
-// A collective already finished (done synchronously here).
-class DoneWork : public c10d::Work {
- public:
-  explicit DoneWork(std::vector<at::Tensor> result) : result_(std::move(result)) {
-    future_ = c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()));
-    future_->markCompleted(c10::IValue(result_));
+c10::optional<c10::Device> npu_device_of(const std::vector<at::Tensor>& tensors) {
+  for (const auto& t : tensors) {
+    if (t.defined() && t.device().type() == c10::DeviceType::PrivateUse1) return t.device();
   }
-  bool isCompleted() override { return true; }
-  bool isSuccess() const override { return true; }
-  bool wait(std::chrono::milliseconds /*timeout*/) override { return true; }
+  return c10::nullopt;
+}
+
+// The work of a collective on npu tensors: gloo's work underneath (or none: done already), with a
+// future whose value is the npu tensors, as HCCL's is (gloo's holds the CPU views).
+class EmuWork : public c10d::Work {
+ public:
+  EmuWork(c10::intrusive_ptr<c10d::Work> inner, std::vector<at::Tensor> result)
+      : inner_(std::move(inner)), result_(std::move(result)) {
+    auto device = npu_device_of(result_);
+    std::vector<c10::Device> devices;
+    if (device.has_value()) devices.push_back(*device);
+    future_ = c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()), devices);
+    auto future = future_;
+    auto value = result_;
+    if (inner_) {
+      inner_->getFuture()->addCallback([future, value](c10::ivalue::Future& done) {
+        if (done.hasError()) {
+          future->setError(done.exception_ptr());
+        } else {
+          future->markCompleted(c10::IValue(value));
+        }
+      });
+    } else {
+      future_->markCompleted(c10::IValue(result_));
+    }
+  }
+  bool isCompleted() override { return inner_ ? inner_->isCompleted() : true; }
+  bool isSuccess() const override { return inner_ ? inner_->isSuccess() : true; }
+  std::exception_ptr exception() const override { return inner_ ? inner_->exception() : nullptr; }
+  bool wait(std::chrono::milliseconds timeout) override { return inner_ ? inner_->wait(timeout) : true; }
   std::vector<at::Tensor> result() override { return result_; }
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
 
  private:
+  c10::intrusive_ptr<c10d::Work> inner_;
   std::vector<at::Tensor> result_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };
+
+c10::intrusive_ptr<c10d::Work> wrap(c10::intrusive_ptr<c10d::Work> inner, std::vector<at::Tensor> result) {
+  return c10::make_intrusive<EmuWork>(std::move(inner), std::move(result));
+}
+
+std::vector<at::Tensor> flat(const std::vector<std::vector<at::Tensor>>& lists) {
+  std::vector<at::Tensor> out;
+  for (const auto& l : lists) out.insert(out.end(), l.begin(), l.end());
+  return out;
+}
 
 class HcclEmuBackend : public c10d::Backend {
  public:
@@ -57,24 +95,24 @@ class HcclEmuBackend : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
                                            const c10d::BroadcastOptions& opts) override {
     auto h = host(tensors);
-    return gloo_->broadcast(h, opts);
+    return wrap(gloo_->broadcast(h, opts), tensors);
   }
 
   c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
                                            const c10d::AllreduceOptions& opts) override {
     auto h = host(tensors);
-    return gloo_->allreduce(h, opts);
+    return wrap(gloo_->allreduce(h, opts), tensors);
   }
 
   c10::intrusive_ptr<c10d::Work> allreduce_coalesced(std::vector<at::Tensor>& tensors,
                                                      const c10d::AllreduceCoalescedOptions& opts) override {
     auto h = host(tensors);
-    return gloo_->allreduce_coalesced(h, opts);
+    return wrap(gloo_->allreduce_coalesced(h, opts), tensors);
   }
 
   c10::intrusive_ptr<c10d::Work> reduce(std::vector<at::Tensor>& tensors, const c10d::ReduceOptions& opts) override {
     auto h = host(tensors);
-    return gloo_->reduce(h, opts);
+    return wrap(gloo_->reduce(h, opts), tensors);
   }
 
   c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
@@ -82,7 +120,7 @@ class HcclEmuBackend : public c10d::Backend {
                                            const c10d::AllgatherOptions& opts) override {
     auto o = host(outputs);
     auto i = host(inputs);
-    return gloo_->allgather(o, i, opts);
+    return wrap(gloo_->allgather(o, i, opts), flat(outputs));
   }
 
   c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
@@ -92,7 +130,7 @@ class HcclEmuBackend : public c10d::Backend {
     std::vector<std::vector<at::Tensor>> outs{flat.chunk(getSize())};
     std::vector<at::Tensor> ins{emu::host_view(input)};
     gloo_->allgather(outs, ins, opts)->wait();
-    return c10::make_intrusive<DoneWork>(std::vector<at::Tensor>{output});
+    return wrap(nullptr, {output});
   }
 
   c10::intrusive_ptr<c10d::Work> allgather_coalesced(std::vector<std::vector<at::Tensor>>& outputs,
@@ -100,14 +138,14 @@ class HcclEmuBackend : public c10d::Backend {
                                                      const c10d::AllgatherOptions& opts) override {
     auto o = host(outputs);
     auto i = host(inputs);
-    return gloo_->allgather_coalesced(o, i, opts);
+    return wrap(gloo_->allgather_coalesced(o, i, opts), flat(outputs));
   }
 
   c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& outputs,
                                         std::vector<at::Tensor>& inputs, const c10d::GatherOptions& opts) override {
     auto o = host(outputs);
     auto i = host(inputs);
-    return gloo_->gather(o, i, opts);
+    return wrap(gloo_->gather(o, i, opts), flat(outputs));
   }
 
   c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& outputs,
@@ -115,7 +153,7 @@ class HcclEmuBackend : public c10d::Backend {
                                          const c10d::ScatterOptions& opts) override {
     auto o = host(outputs);
     auto i = host(inputs);
-    return gloo_->scatter(o, i, opts);
+    return wrap(gloo_->scatter(o, i, opts), outputs);
   }
 
   // Reduce-scatter as an all-reduce of a copy, then each rank's chunk (gloo has none of its own).
@@ -131,7 +169,7 @@ class HcclEmuBackend : public c10d::Backend {
     gloo_->allreduce(flat, ar)->wait();
     at::Tensor out = emu::host_view(outputs[0]);
     out.copy_(flat[0].chunk(getSize())[getRank()].view(out.sizes()));
-    return c10::make_intrusive<DoneWork>(outputs);
+    return wrap(nullptr, outputs);
   }
 
   c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(at::Tensor& output, at::Tensor& input,
@@ -142,7 +180,7 @@ class HcclEmuBackend : public c10d::Backend {
     gloo_->allreduce(flat, ar)->wait();
     at::Tensor out = emu::host_view(output);
     out.copy_(flat[0].reshape(-1).chunk(getSize())[getRank()].view(out.sizes()));
-    return c10::make_intrusive<DoneWork>(std::vector<at::Tensor>{output});
+    return wrap(nullptr, {output});
   }
 
   c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output, at::Tensor& input,
@@ -151,22 +189,22 @@ class HcclEmuBackend : public c10d::Backend {
                                                const c10d::AllToAllOptions& opts) override {
     at::Tensor o = emu::host_view(output);
     at::Tensor i = emu::host_view(input);
-    return gloo_->alltoall_base(o, i, output_split_sizes, input_split_sizes, opts);
+    return wrap(gloo_->alltoall_base(o, i, output_split_sizes, input_split_sizes, opts), {output});
   }
 
   c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dst, int tag) override {
     auto h = host(tensors);
-    return gloo_->send(h, dst, tag);
+    return wrap(gloo_->send(h, dst, tag), tensors);
   }
 
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int src, int tag) override {
     auto h = host(tensors);
-    return gloo_->recv(h, src, tag);
+    return wrap(gloo_->recv(h, src, tag), tensors);
   }
 
   c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override {
     auto h = host(tensors);
-    return gloo_->recvAnysource(h, tag);
+    return wrap(gloo_->recvAnysource(h, tag), tensors);
   }
 
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override {
