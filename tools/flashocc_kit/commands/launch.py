@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 
+from ..argtypes import non_negative_int, positive_int
 from ..rehearsal import activate_here
 from ..settings import EMULATE_ENV, SMOKE_ENV, emulating_npu, forced_device, torchrun_override
 from ..stackenv import ensure_stack
@@ -19,6 +20,8 @@ from ..training.run import (
     MODES,
     PRECISIONS,
     PRESETS,
+    PROFILE_STEPS,
+    PROFILE_WARMUP,
     SMOKE_DEVICES,
     LaunchRequest,
     build_run,
@@ -63,6 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-data-check", dest="data_check", action="store_false",
                    help="skip the quick data check before torchrun (a few samples per info file and the checkpoint "
                         "the config loads; `kit.py check-data` checks everything)")
+    p.add_argument("--profile", action="store_true",
+                   help=f"profile a window of training steps ({PROFILE_STEPS} after {PROFILE_WARMUP} warm-up steps) on "
+                        "rank 0: torch_npu.profiler on the NPU, torch.profiler elsewhere; the outputs gain the trace, "
+                        "and the summary the top operators and the step's split")
+    p.add_argument("--profile-steps", type=positive_int, metavar="N",
+                   help=f"steps in the profiled window (default {PROFILE_STEPS}; implies --profile)")
+    p.add_argument("--profile-warmup", type=non_negative_int, metavar="N",
+                   help=f"steps before the window (default {PROFILE_WARMUP}; implies --profile)")
+    p.add_argument("--profile-ranks", metavar="R[,R...]|all",
+                   help="the ranks that record (default 0; implies --profile)")
     p.add_argument("--cfg-options", nargs="+", default=[], help="more config overrides, key=value")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.set_defaults(func=run)
@@ -87,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
                             config=args.config, workers=args.workers, log_interval=args.log_interval,
                             smoke=args.smoke, lr=args.lr, preset=args.preset, stall_timeout=args.stall_timeout,
                             node_timeout=args.node_timeout, data_check=args.data_check, emulate_npu=emulate,
+                            profile=args.profile, profile_steps=args.profile_steps,
+                            profile_warmup=args.profile_warmup, profile_ranks=args.profile_ranks,
                             cfg_options=args.cfg_options)
     training_run = build_run(request, flashocc, cluster)
     if args.dry_run:

@@ -128,6 +128,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     files: dict[str, str | None] = field(default_factory=dict)
     resumed: dict[str, Any] | None = None  # a resumed run: from where, and its legs
+    profile: dict[str, Any] | None = None  # --profile: the step split, the top operators, where the trace is
 
     def modelzoo(self) -> list[tuple[str, str]]:
         """The ModelZoo log lines, in the order the DrivingSDK launch scripts write them."""
@@ -169,6 +170,7 @@ class Summary:
                 "source": ev.source, "history": [{"epoch": e, "miou": m} for e, m in ev.history]},
             "environment": self.environment,
             "resumed": self.resumed,
+            "profile": None if self.profile is None else {k: v for k, v in self.profile.items() if k != "table"},
             "run": self.train.meta,
             "sources": {"train_records": str(self.train.source), "train_records_kind": self.train.source_kind,
                         "console_logs": [str(p) for p in self.console_logs]},
@@ -184,6 +186,9 @@ class Summary:
         lines.append(f"steady state: iterations {w['first_iter']}-{w['last_iter']}, {w['records']} of "
                      f"{w['total_records']} logged records (warm-up skipped: {w['warmup']}); "
                      f"step time p50/p90/p99 {t['p50']:.3f}/{t['p90']:.3f}/{t['p99']:.3f} s")
+        if self.profile is not None:
+            lines += [self.profile["table"],
+                      f"trace: {self.profile['trace_dir']} (open it in {self.profile['opens_in']})"]
         lines += [f"note: {n}" for n in self.notes]
         lines += [f"{kind}: {path}" for kind, path in self.files.items() if path]
         return "\n".join(lines)
@@ -272,6 +277,8 @@ def write_summary(summary: Summary, output_dir: Path, *, plot_curves: bool = Tru
     paths["modelzoo_log"].write_text(summary.modelzoo_text())
     summary.files = {"modelzoo_log": str(paths["modelzoo_log"]), "curves": None,
                      "summary": str(paths["summary"])}
+    if summary.profile is not None:
+        summary.files.update(profile_trace=summary.profile["trace_dir"], profile_table=summary.profile["table_png"])
     if plot_curves:
         w = summary.window
         try:
@@ -290,7 +297,7 @@ def summarize_run(work_dir: Path, console_logs: Path | Sequence[Path] | None, ou
                   e2e_seconds: float | None = None, options: SummaryOptions = SummaryOptions(),
                   environment: Mapping[str, Any] | None = None, iters_per_epoch: int | None = None,
                   plot_curves: bool = True, metrics_file: Path | None = None, resumed: Mapping[str, Any] | None = None,
-                  legs_since: str | None = None) -> Summary:
+                  legs_since: str | None = None, profile: Mapping[str, Any] | None = None) -> Summary:
     """Parse a finished run and write its ModelZoo log, JSON summary and curves into output_dir.
 
     work_dir: the training's --work-dir (mmcv's <timestamp>.log.json and .log; the newest run's are read).
@@ -322,5 +329,6 @@ def summarize_run(work_dir: Path, console_logs: Path | Sequence[Path] | None, ou
     summary = build_summary(train, evaluation, case, options=options, e2e_seconds=e2e_seconds,
                             e2e_source=e2e_source, environment=environment, console_logs=console_logs)
     summary.resumed = dict(resumed) if resumed else None
+    summary.profile = dict(profile) if profile else None
     write_summary(summary, Path(output_dir), plot_curves=plot_curves)
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def cpus_available() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+PROFILE_ENV = "FLASHOCC_PROFILE"  # read by the port's tools/train.py: StepProfilerHook's settings
+
+
 def rank_environment(run: Run) -> dict[str, str]:
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(run.flashocc), os.environ.get("PYTHONPATH")])),
            "PYTHONUNBUFFERED": "1"}
@@ -52,4 +56,6 @@ def rank_environment(run: Run) -> dict[str, str]:
         env["FLASHOCC_DEVICE"] = "cpu"
     else:
         env.update(ascend.runtime_environment())
+    if run.profile is not None:
+        env[PROFILE_ENV] = json.dumps(run.profile)
     return env

@@ -14,6 +14,7 @@ from typing import Iterator
 
 from .. import ascend
 from ..errors import KitError
+from ..results.profile import collect as collect_profile
 from ..settings import forced_device
 from .checkpoints import check_resume_path, finish_leg, read_legs, resume_point, start_leg
 from .commands import rank_environment, test_command, train_command
@@ -210,10 +211,11 @@ def summarize(run: Run, logs: list[Path]) -> int:
                     batch_size=run.batch_size, precision=run.precision, network=NETWORK, accuracy=run.accuracy,
                     lr=run.lr, lr_rule=run.lr_rule, emulated=run.emulate_npu)
     metrics = run.work_dir / RESULTS.replace(".pkl", ".metrics.json") if run.accuracy else None
+    profile = collect_profile(run.work_dir, run.output_dir, run.case_name) if run.profile else None
     resumed = {"from": str(run.resume_from), "legs": legs} if run.resume_from is not None else None
     summary = summarize_run(run.work_dir, logs, run.output_dir, case, e2e_seconds=sum(leg["seconds"] for leg in legs),
                             environment=environment, metrics_file=metrics, resumed=resumed,
-                            legs_since=legs[0]["stamp"] if resumed else None)
+                            legs_since=legs[0]["stamp"] if resumed else None, profile=profile)
     print(summary.describe())
     if run.smoke and run.accuracy:
         from ..visualize import render_run

@@ -45,6 +45,10 @@ PRESETS = {
                            "about": "the reference port's 2025-08 results: 24 samples and 24 workers per card, "
                                     "lr 2.45e-4"},
 }
+# --profile: a window of PROFILE_STEPS training steps after PROFILE_WARMUP (start-up, the first batches and the
+# allocator's growth are not what a step costs), recorded on rank 0 unless --profile-ranks says otherwise.
+PROFILE_WARMUP = 5
+PROFILE_STEPS = 5
 # The synthetic set the smoke run trains on (generated on first use, at the smoke config's data_root);
 # the smoke baselines were measured on exactly this set.
 SMOKE_DATA = {"width": 352, "height": 198, "train_scenes": 12, "val_scenes": 3, "samples_per_scene": 8, "seed": 0}
@@ -110,6 +114,10 @@ class LaunchRequest:
     node_timeout: float | None = None
     data_check: bool = True
     emulate_npu: bool = False
+    profile: bool = False
+    profile_steps: int | None = None
+    profile_warmup: int | None = None
+    profile_ranks: str | None = None  # "0" (default), "all", or "0,3"
     cfg_options: list[str] = field(default_factory=list)
 
 
@@ -139,6 +147,7 @@ class Run:
     resume_from: Path | None = None  # the checkpoint `resume` resolved to (execute decides)
     data_check: bool = True  # the quick data check before torchrun
     emulate_npu: bool = False  # the NPU rehearsal: the kit's emulated NPU on this CPU
+    profile: dict | None = None  # --profile: the StepProfilerHook's settings (wait, active, ranks)
     extra_cfg: list[str] = field(default_factory=list)
 
     @property
@@ -229,6 +238,31 @@ def apply_preset(request: LaunchRequest) -> LaunchRequest:
     return replace(request, **{k: v for k, v in values.items() if getattr(request, k) is None})
 
 
+def profile_settings(request: LaunchRequest, run: Run) -> dict | None:
+    """--profile and its window, checked against the run's length; None when not profiling."""
+    if not (request.profile or request.profile_steps or request.profile_warmup is not None or request.profile_ranks):
+        return None
+    wait = PROFILE_WARMUP if request.profile_warmup is None else request.profile_warmup
+    active = request.profile_steps or PROFILE_STEPS
+    if run.max_iters is not None and run.max_iters < wait + active:
+        raise KitError(f"--profile records {active} steps after {wait} warm-up steps, but the run has {run.max_iters} "
+                       f"iterations. Fix: --max-iters {wait + active} or more, or a smaller --profile-steps / "
+                       "--profile-warmup")
+    text = request.profile_ranks or "0"
+    if text == "all":
+        ranks: object = "all"
+    else:
+        try:
+            ranks = sorted({int(r) for r in text.split(",")})
+        except ValueError:
+            raise KitError(f"--profile-ranks {text}: give rank numbers separated by commas (0,3), or all") from None
+        bad = [r for r in ranks if not 0 <= r < run.nodes * run.devices]
+        if bad:
+            raise KitError(f"--profile-ranks {text}: rank(s) {', '.join(map(str, bad))} are not in this run (ranks 0 "
+                           f"to {run.nodes * run.devices - 1}). Fix: name ranks of the run, or all")
+    return {"directory": str(run.work_dir / "profile"), "wait": wait, "active": active, "ranks": ranks}
+
+
 def build_run(request: LaunchRequest, flashocc: Path, cluster: Nodes) -> Run:
     request = apply_preset(request)
     smoke = request.mode == "smoke" or request.smoke or smoke_requested()
@@ -275,4 +309,5 @@ def build_run(request: LaunchRequest, flashocc: Path, cluster: Nodes) -> Run:
                                         request.lr)
     run.work_dir = Path(request.work_dir or flashocc / WORK_DIRS / run.case_name).resolve()
     run.output_dir = Path(request.output_dir or flashocc / OUTPUT_DIR / run.case_name).resolve()
+    run.profile = profile_settings(request, run)
     return run
