@@ -30,6 +30,17 @@ TOOLS_DIR = PACKAGE_DIR.parent  # on sys.path so that `import npu_emulator` work
 DEVICE_NAME = "Ascend910B1"  # what torch_npu.npu.get_device_name() says on an Atlas 800T A2
 
 
+def stack_pins(torch_version: str) -> dict:
+    """The kit's stack for this torch (tools/pins.ini's [stack:torchX.Y]): its torch-npu and mx-driving."""
+    import configparser
+
+    major_minor = ".".join(torch_version.split("+")[0].split(".")[:2])
+    parser = configparser.ConfigParser()
+    parser.read(TOOLS_DIR / "pins.ini")
+    section = f"stack:torch{major_minor}"
+    return dict(parser[section]) if parser.has_section(section) else {}
+
+
 def enabled() -> bool:
     import os
 

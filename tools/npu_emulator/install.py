@@ -40,12 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import ENV_FLAG, TOOLS_DIR
+from . import ENV_FLAG, TOOLS_DIR, stack_pins
 
 PTH_NAME = "flashocc_npu_emulator.pth"
 SETTINGS_NAME = "flashocc_npu_emulator.json"
-# The stacks' DrivingSDK releases (tools/pins.ini): the default when none is given.
-MX_DRIVING_FOR_TORCH = {"2.1": "26.2.0.post1", "2.7": "26.2.0.post2"}
 
 
 @dataclasses.dataclass
@@ -67,9 +65,10 @@ def default_cache_dir() -> Path:
 
 
 def default_mx_driving_version() -> str | None:
+    """The mx-driving release of this torch's stack (tools/pins.ini), if the kit has one."""
     import torch
 
-    return MX_DRIVING_FOR_TORCH.get(".".join(torch.__version__.split("+")[0].split(".")[:2]))
+    return stack_pins(torch.__version__).get("mx-driving")
 
 
 def _same_environment(prefix: Path) -> bool:

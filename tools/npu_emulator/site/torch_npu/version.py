@@ -1,7 +1,7 @@
-"""The emulated torch_npu's version: the stack's torch-npu release, marked as the emulation."""
+"""The emulated torch_npu's version: the stack's torch-npu release (tools/pins.ini), marked as the emulation."""
 
 import torch
 
-_RELEASES = {"2.1": "2.1.0.post17", "2.7": "2.7.1.post11"}  # the kit's stacks (tools/pins.ini)
-_torch = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-__version__ = _RELEASES.get(_torch, torch.__version__.split("+")[0]) + "+emulated"
+from npu_emulator import stack_pins
+
+__version__ = stack_pins(torch.__version__).get("torch-npu", torch.__version__.split("+")[0]) + "+emulated"
