@@ -549,6 +549,13 @@ def test_the_pth_hook_emulates_only_when_asked(tmp_path, extension):
                         env={**env, ENV_FLAG: "1"})
     assert on.returncode == 0, on.stderr[-3000:]
     assert on.stdout.strip() == "npu:0"
+    # a hook written for an older build of the sources takes the present build from the same cache
+    install.write_hook(extension.parent.parent / "0123456789abcdef-old" / extension.name, None, site=site)
+    which = ("import os, site, sys; site.addsitedir(sys.argv[1]); "
+             f"print(os.environ[{ENV_EXTENSION!r}])")
+    newer = subprocess.run([sys.executable, "-c", which, str(site)], capture_output=True, text=True,
+                           env={**env, ENV_FLAG: "1"})
+    assert newer.returncode == 0 and newer.stdout.strip() == str(extension), newer.stderr[-2000:]
 
 
 def test_prepare_reuses_its_build_in_well_under_a_second(tmp_path, extension):

@@ -50,5 +50,26 @@ def on_start(config: str | os.PathLike) -> None:
         print(f"FLASHOCC_EMULATE_NPU=1 but the emulator's settings {config} do not load ({exc}); "
               "run `python -m npu_emulator.install` again", file=sys.stderr)
         return
-    activate(os.environ.get(ENV_EXTENSION) or settings.get("extension"),
+    activate(os.environ.get(ENV_EXTENSION) or _current_build(settings.get("extension")),
              os.environ.get(ENV_MX_DRIVING) or settings.get("mx_driving_dir"))
+
+
+def _current_build(recorded: str | None) -> str | None:
+    """The build of the emulator's present sources if the cache has it, else the recorded one (with a hint)."""
+    if not recorded:
+        return recorded
+    try:
+        from importlib.metadata import version
+
+        from .build import built_library, extension_key
+
+        current = Path(recorded).parent.parent / extension_key(version("torch"))
+        library = built_library(current) if current.is_dir() else None
+    except Exception:  # a start-up hook must not break the interpreter
+        return recorded
+    if library is not None:
+        return str(library)
+    if Path(recorded).parent != current:
+        print("FLASHOCC_EMULATE_NPU=1: the NPU emulator's sources changed since it was built here; using the old "
+              "build. Rebuild: PYTHONPATH=tools python -m npu_emulator.install", file=sys.stderr)
+    return recorded

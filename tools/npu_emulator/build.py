@@ -21,16 +21,18 @@ def sources() -> list[Path]:
     return sorted(CSRC.glob("*.cpp"))
 
 
-def extension_key() -> str:
+def extension_key(torch_version: str | None = None) -> str:
     """What a built extension depends on: its sources and flags, torch, Python and the machine."""
-    import torch
+    if torch_version is None:
+        import torch
 
+        torch_version = torch.__version__
     digest = hashlib.sha256()
     for path in sources():
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(" ".join(CFLAGS).encode())
     py = f"py{sys.version_info[0]}.{sys.version_info[1]}"
-    return f"{digest.hexdigest()[:16]}-torch{torch.__version__.split('+')[0]}-{py}-{platform.machine()}"
+    return f"{digest.hexdigest()[:16]}-torch{torch_version.split('+')[0]}-{py}-{platform.machine()}"
 
 
 def extension_dir(cache_dir: str | os.PathLike) -> Path:
