@@ -464,21 +464,8 @@ def emulated_results(tmp_path_factory) -> dict:
     return json.loads(results)
 
 
-# Where tools/npu_emulator's kernels differ from DrivingSDK's (reported to its maintainers): strict, so that
-# the mark goes when the emulator is fixed.
-EMULATOR_GAPS = {
-    "bev_pool_v3_no_depth": "npu_emulator's npu_bev_pool_v3 without depth takes C from feat's last dim and needs "
-                            "exactly one row per rank; DrivingSDK's takes C = feat.size(1) and row i for rank i",
-}
-
-
-def emulated(name: str, op: str):
-    gap = EMULATOR_GAPS.get(op)
-    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=gap)) if gap else name
-
-
-EMULATED = ([emulated(f"wheel/{c.id}", c.op) for c in CASES]
-            + [emulated(f"port/{c.id}", c.op) for c in CASES if c.op.startswith("bev_pool_v3")]
+EMULATED = ([f"wheel/{c.id}" for c in CASES]
+            + [f"port/{c.id}" for c in CASES if c.op.startswith("bev_pool_v3")]
             + [f"{suite}/1-D ranks_bev without depth" for suite in ("wheel", "port")])
 
 

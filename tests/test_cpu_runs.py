@@ -37,7 +37,8 @@ def tracked_changes(flashocc: Path) -> str:
 def perf_run(flashocc_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("perf")
     before = tracked_changes(flashocc_root)
-    proc = subprocess.run(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "12",
+    # profiled too (steps 6-10): one real run serves the perf, gate and profile tests
+    proc = subprocess.run(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "12", "--profile",
                            "--work-dir", str(out / "work"), "--output-dir", str(out / "output")],
                           cwd=flashocc_root, env=run_env(), capture_output=True, text=True, timeout=1800)
     return proc, out, before
@@ -142,3 +143,24 @@ def test_a_rank_killed_mid_run_fails_the_script_with_the_cause(flashocc_root, tm
     assert "last lines of" in stderr
     assert not list((tmp_path / "out").glob("*_summary.json"))
     assert tracked_changes(flashocc_root) == before
+
+
+def test_a_profiled_run_writes_its_trace_the_step_split_and_the_top_operators(perf_run):
+    proc, out, _ = perf_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    profile = json.loads((out / "output" / f"{PERF_CASE}_summary.json").read_text())["profile"]
+    assert profile["profiler"] == "torch.profiler" and profile["device"] == "cpu" and profile["rank"] == 0
+    assert profile["recorded_steps"] == 5 and profile["wait"] == 5
+    phases = {row["phase"]: row for row in profile["split"]}
+    assert list(phases)[:4] == ["data", "forward", "backward", "optimizer"]
+    assert all(phases[p]["ms_per_step"] > 0 for p in ("forward", "backward", "optimizer"))
+    assert 0.9 < sum(row["share"] for row in profile["split"]) < 1.1  # the split accounts for the step
+    assert phases["backward"]["ms_per_step"] > phases["optimizer"]["ms_per_step"]
+    ops = profile["top_operators"]
+    assert len(ops) >= 5 and all(op["name"].startswith("aten::") for op in ops[:5])
+    assert ops == sorted(ops, key=lambda op: -op["self_ms_per_step"])
+    traces = list(Path(profile["trace_dir"]).glob("*.pt.trace.json"))  # TensorBoard's and Perfetto's format
+    assert len(traces) == 1 and json.loads(traces[0].read_text())["traceEvents"]
+    assert Path(profile["table_png"]).stat().st_size > 10_000
+    assert "profile: rank 0, torch.profiler on cpu, 5 steps after 5 warm-up steps" in proc.stdout
+    assert "aten::" in proc.stdout.split("profile: rank 0", 1)[1]

@@ -29,7 +29,7 @@ argv = sys.argv[1:]
 with open(os.environ["STANDIN_RECORD"], "a") as fh:
     fh.write(json.dumps({{"argv": argv, "cwd": os.getcwd(), "env": {{k: os.environ.get(k) for k in
         ("FLASHOCC_DEVICE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "PYTHONPATH", "TASK_QUEUE_ENABLE",
-         "COMBINED_ENABLE", "HCCL_IF_IP")}}}}) + "\n")
+         "COMBINED_ENABLE", "HCCL_IF_IP", "FLASHOCC_PROFILE", "FLASHOCC_EMULATE_NPU")}}}}) + "\n")
 script = next(a for a in argv if a.endswith(".py"))
 fail = os.environ.get("STANDIN_FAIL", "")
 if fail and script.endswith(fail.split(":")[0]):
@@ -367,3 +367,21 @@ def test_a_stall_asks_only_this_launchs_ranks_for_their_stacks(launch, tmp_path)
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_profile_options_reach_the_ranks_and_a_window_longer_than_the_run_is_refused(launch, flashocc_tree):
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "20", "--profile-steps", "3",
+                         "--profile-ranks", "0,7", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "8", "--profile")
+    assert proc.returncode == 2 and "--profile records 5 steps after 5 warm-up steps, but the run has 8" in proc.stderr
+    assert calls == []
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--profile-ranks", "9")
+    assert proc.returncode == 2 and "rank(s) 9 are not in this run (ranks 0 to 7)" in proc.stderr
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "20", "--profile-warmup", "2",
+                         "--profile-ranks", "all")
+    assert proc.returncode != 0  # the stand-in writes no profile record: named, not a crash
+    assert "no profile record in" in proc.stderr and "Traceback" not in proc.stderr
+    settings = json.loads(calls[0]["env"]["FLASHOCC_PROFILE"])
+    assert settings == {"directory": settings["directory"], "wait": 2, "active": 5, "ranks": "all"}
+    assert settings["directory"].endswith("/profile")
