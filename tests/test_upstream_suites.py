@@ -162,8 +162,8 @@ def run_pytest(cwd: Path, rootdir: Path, nodes: list[str], deselect: list[str], 
     junit = work / "junit.xml"
     command = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(rootdir), "-p", "no:cacheprovider",
                "-q", "-rfEs", "--disable-warnings", f"--junitxml={junit}", *[str(rootdir / node) for node in nodes]]
-    for node in deselect:
-        command += ["--deselect", str(rootdir / node)]
+    for node in deselect:  # a node id, relative to rootdir: pytest matches --deselect against those, not paths
+        command += ["--deselect", node]
     env = {key: value for key, value in os.environ.items() if key != "PYTEST_ADDOPTS"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written into the checkouts
     start = time.monotonic()
@@ -184,6 +184,13 @@ def run_pytest(cwd: Path, rootdir: Path, nodes: list[str], deselect: list[str], 
     if proc.returncode not in (0, 1):  # 1: tests failed (counted above); others: usage, collection, internal
         outcome.failed.append(f"pytest exit status {proc.returncode}")
     return outcome
+
+
+def junit_name(node: str) -> str:
+    """tests/test_x.py::test_y as the junit report names it: tests.test_x::test_y."""
+    path, _, test = node.partition("::")
+    module = path[:-3] if path.endswith(".py") else path  # str.removesuffix: Python >= 3.9, and cells run 3.8
+    return f"{module.replace('/', '.')}::{test}"
 
 
 def skip_allowed(reason: str, where: str) -> bool:
@@ -279,6 +286,8 @@ def test_upstream_tests_pass_on_the_patched_stack(name, workspace, tmp_path):
     outcome = run_pytest(checkout if suite.cwd_is_checkout else tmp_path, checkout, nodes, deselect, tmp_path)
     print(f"{name} upstream tests: {outcome.summary()}"
           + "".join(f"\n  deselected {item.node}: {item.reason}" for item in deselected))
+    ran = {*outcome.passed, *outcome.failed, *(case for case, _, _ in outcome.skipped)}
+    assert not [node for node in deselect if junit_name(node) in ran], f"--deselect did not take: {deselect}"
     found = problems(outcome, suite.floor - len(deselect))
     assert not found, "\n".join(found) + "\n--- pytest output (tail) ---\n" + outcome.output
 
