@@ -28,7 +28,7 @@ __all__ = [
     "reset_accumulated_memory_stats", "memory_summary", "memory_snapshot", "set_per_process_memory_fraction",
     "utilization", "is_bf16_supported", "get_amp_supported_dtype", "is_autocast_enabled",
     "set_autocast_enabled", "get_autocast_dtype", "set_autocast_dtype", "FloatTensor", "HalfTensor",
-    "IntTensor", "LongTensor", "BoolTensor", "ByteTensor", "DoubleTensor", "NPUGraph",
+    "IntTensor", "LongTensor", "BoolTensor", "ByteTensor", "DoubleTensor", "NPUGraph", "is_current_stream_capturing",
 ]
 
 _initialized = True
@@ -253,6 +253,11 @@ class StreamContext:
 
 def stream(stream: Stream | None) -> StreamContext:
     return StreamContext(stream)
+
+
+def is_current_stream_capturing() -> bool:
+    """No graph is ever being captured (torch's optimizers ask through torch.cuda once transfer_to_npu patched it)."""
+    return False
 
 
 class NPUGraph:
