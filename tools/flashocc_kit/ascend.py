@@ -1,8 +1,9 @@
-"""The Ascend host: where CANN is, and the run-time settings the reference port's scripts use."""
+"""The Ascend host: where CANN is, its version, and the run-time settings the reference port's scripts use."""
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +23,24 @@ def cann_home() -> Path | None:
         if os.environ.get(var) and Path(os.environ[var]).is_dir():
             return Path(os.environ[var])
     return CANN_DEFAULT if CANN_DEFAULT.is_dir() else None
+
+
+def cann_version(cann: Path) -> tuple[str | None, Path | None]:
+    """CANN's version and the file that says it: <cann>/<arch>-linux/ascend_toolkit_install.info's `version=`
+    (what CANN's install guide has users read, and torch_npu's collect_env), else compiler/version.info's
+    `Version=` (what DrivingSDK's build reads); (None, None) when neither is there."""
+    candidates = [cann / f"{platform.machine()}-linux" / "ascend_toolkit_install.info",
+                  *sorted(cann.glob("*-linux/ascend_toolkit_install.info")), cann / "compiler" / "version.info"]
+    for path in candidates:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, _, value = line.partition("=")
+            if key.strip().lower() == "version" and value.strip():
+                return value.strip(), path
+    return None, None
 
 
 def host_address() -> str | None:

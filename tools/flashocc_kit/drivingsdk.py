@@ -1,10 +1,11 @@
 """DrivingSDK (`mx_driving`) for a stack: its wheel from PyPI, or one built from a checkout.
 
 A source build (`kit.py setup --drivingsdk DIR`) runs the checkout's own `ci/build.sh --python=X.Y`
+(with `--a5` for an Atlas A5, which builds the ascend950 kernels into packages/vendors/customize_arch35)
 in the kit's environment (CANN sourced) and caches the wheel, keyed by the checkout's content, the
-Python, the machine and the torch. Which torch a branch builds for is read from the checkout's own
+Python, the machine, the torch and the chip. Which torch a branch builds for is read from the checkout's own
 version table (docs/zh/version/versions.md): a branch that does not list the stack's torch is
-refused, naming the branches that do.
+refused, naming the branches that do; on an A5, a branch whose ci/build.sh has no `--a5` is refused too.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import gitutil
+from .chip import A5, LABELS
 from .errors import KitError
 from .pins import cache_dir
 from .stacks import Stack
 
 VERSION_TABLE = Path("docs") / "zh" / "version" / "versions.md"
 BUILD_SCRIPT = Path("ci") / "build.sh"
+A5_FLAG = "--a5"  # ci/build.sh's switch to the A5 kernels (USE_ARCH35)
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,9 @@ def branches_for(rows: list[Support], torch: str, python: str) -> list[str]:
     return found
 
 
-def check_checkout(checkout: Path, stack: Stack, python: str) -> str:
-    """The checkout's branch, if it builds DrivingSDK for the stack's torch on this Python; else a clear error."""
+def check_checkout(checkout: Path, stack: Stack, python: str, chip: str | None = None) -> str:
+    """The checkout's branch, if it builds DrivingSDK for the stack's torch on this Python (and for the chip: an
+    A5 build needs `ci/build.sh --a5`); else a clear error."""
     checkout = Path(checkout)
     if not (checkout / BUILD_SCRIPT).is_file():
         raise KitError(f"--drivingsdk {checkout}: no {BUILD_SCRIPT} there; point it at a DrivingSDK checkout "
@@ -82,11 +86,20 @@ def check_checkout(checkout: Path, stack: Stack, python: str) -> str:
         builds = sorted({row.torch for row in own}) or ["nothing listed"]
         raise KitError(f"--drivingsdk {checkout} is on {branch}, which builds DrivingSDK for torch "
                        f"{', '.join(builds)}; {stack.name} needs torch {stack.torch} on Python {python}: {hint}")
+    if chip == A5 and A5_FLAG not in (checkout / BUILD_SCRIPT).read_text(errors="replace"):
+        raise KitError(f"--drivingsdk {checkout} is on {branch}, whose {BUILD_SCRIPT} has no {A5_FLAG}, so it cannot "
+                       f"build kernels for this host's {LABELS[A5]}. Fix: `git -C {checkout} checkout master` (A5 "
+                       "kernels came to DrivingSDK in 2026), or install the mx-driving-a5 wheel (drop --drivingsdk).")
     return branch
 
 
-def wheel_cache_key(checkout: Path, python: str, torch: str) -> str:
-    parts = [gitutil.content_tree_id(checkout), python, platform.machine(), torch]
+def build_command(python: str, chip: str) -> list[str]:
+    """ci/build.sh for this Python, with --a5 for an Atlas A5 (the ascend950 kernels instead of the A2 ones)."""
+    return ["bash", str(BUILD_SCRIPT), f"--python={python}", *([A5_FLAG] if chip == A5 else [])]
+
+
+def wheel_cache_key(checkout: Path, python: str, torch: str, chip: str) -> str:
+    parts = [gitutil.content_tree_id(checkout), python, platform.machine(), torch, chip]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import rehearsal
-from .ascend import cann_home
+from .ascend import cann_home, cann_version
+from .chip import A5, DRIVER_LIBRARY, LABELS, VENDORS, Chip, build_chip, detect, driver_library
 from .settings import EMULATE_ENV
 from .stackenv import STATE_FILE, run_probe, venv_python
+from .stacks import load_stacks
 from .workspace import Workspace
 
 SETUP_FIX = "python3 tools/kit.py setup"
@@ -55,14 +57,85 @@ def rehearsal_check(python: Path) -> Check:
                                         f"NPUs; mx_driving from {Path(found['mx_driving']).parent.parent}")
 
 
+def cann_check(cann: Path) -> Check:
+    version, source = cann_version(cann)
+    if version is None:
+        return Check("CANN", True, f"{cann}, version unknown (no <arch>-linux/ascend_toolkit_install.info or "
+                                   "compiler/version.info there)", required=False)
+    return Check("CANN", True, f"{version} at {cann} ({source.relative_to(cann)})", required=False)
+
+
+def host_chip(state: dict) -> Chip:
+    """The host's chip as it reports it; where it names none, the one `setup --chip` was given."""
+    found = detect()
+    if found.source == "assumed" and state.get("chip"):
+        return Chip(state["chip"], "", "--chip", "given to setup; the host does not name its chip")
+    return found
+
+
+def chip_check(chip: Chip) -> Check:
+    """The NPU's generation and who said so; on an Atlas A5, DrivingSDK must be able to ask the driver too."""
+    if chip.source == "assumed":
+        return Check("NPU chip", False, chip.describe(), "python3 tools/kit.py setup --chip a5, if this is an "
+                     "Atlas A5 host (the A2 build is what DrivingSDK takes when it cannot tell either)", required=False)
+    if chip.kind == A5 and driver_library() is None:
+        return Check("NPU chip", False, f"{chip.describe()}; but {DRIVER_LIBRARY} is not on LD_LIBRARY_PATH, where "
+                     "mx_driving looks for it at import: without it mx_driving takes its A2 kernels, which the A5 "
+                     "build does not have", f"put the folder holding {DRIVER_LIBRARY} (usually "
+                     "/usr/local/Ascend/driver/lib64/driver) on LD_LIBRARY_PATH, as CANN's set_env.sh does")
+    return Check("NPU chip", True, chip.describe())
+
+
+def drivingsdk_build_check(python: Path, chip: Chip, torch: str) -> Check | None:
+    """Whether the installed DrivingSDK was built for this chip (its kernel directory) and this torch (its
+    Requires-Dist); None when none is installed (the mx_driving check says so)."""
+    build = run_probe(python, "drivingsdk_build")
+    if "error" in build:
+        return Check("DrivingSDK build", False, f"cannot be read ({build['error']})", SETUP_FIX)
+    installed = [(name, version) for name, version in build["distributions"].items() if version]
+    if not installed:
+        return None
+    name, version = installed[-1]
+    built_for = build_chip(build["vendors"])
+    wants = run_probe(python, "requires", name, "torch")
+    stack = next((s for s in load_stacks().values() if s.takes_torch(torch)), None)
+    wheel = stack.drivingsdk(chip.kind) if stack else None
+    problems = []
+    if built_for != chip.kind and chip.source == "assumed" and built_for == A5:
+        problems.append(f"its kernels are for {LABELS[A5]}, and nothing here names the chip: mx_driving, unable to "
+                        "ask the driver either, would take its A2 kernels")
+    elif built_for != chip.kind:
+        vendors = ", ".join(build["vendors"]) or "none"
+        problems.append(f"its kernels are for {LABELS[built_for]}" if built_for else
+                        f"it has no kernels for either chip (packages/vendors: {vendors})")
+    if wants.get("satisfied") is False:
+        problems.append(f"it needs {wants['spec']}, and torch is {torch}")
+    kernels = f"kernels for {LABELS[built_for]} (vendors/{VENDORS[built_for]})" if built_for else "no kernels"
+    detail = (f"{name} {version}: {kernels}" + (f", built for {wants['spec']}" if wants.get("spec") else "")
+              + f"; this host: {chip.label}, torch {torch}")
+    if not problems:
+        return Check("DrivingSDK build", True, detail)
+    if wheel is None:
+        serving = " or ".join(s.name for s in load_stacks().values() if s.drivingsdk(chip.kind))
+        fix = f"set up a stack with DrivingSDK for {chip.label}: python3 tools/kit.py setup --stack {serving}"
+    else:
+        fix = (f"{python} -m pip uninstall -y {' '.join(n for n, _ in installed)} && {python} -m pip install "
+               f"--no-deps {wheel}")
+        if chip.source == "assumed" and built_for == A5:
+            fix = (f"on an {LABELS[A5]}, put the folder holding {DRIVER_LIBRARY} on LD_LIBRARY_PATH (CANN's set_env.sh "
+                   f"does); on an {LABELS[chip.kind]}: {fix}")
+    return Check("DrivingSDK build", False, f"{detail}: " + "; ".join(problems), fix)
+
+
 def run_checks(ws: Workspace, venv: Path) -> list[Check]:
     checks = checkout_checks(ws)
     python = venv_python(venv)
     if not python.exists():
         checks.append(Check("environment", False, f"no virtual environment at {venv}", SETUP_FIX))
         return checks
-    state = venv / STATE_FILE
-    cell = json.loads(state.read_text()).get("cell", "?") if state.is_file() else "? (no setup record)"
+    state_file = venv / STATE_FILE
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    cell = state.get("cell", "?") if state_file.is_file() else "? (no setup record)"
     checks.append(Check("environment", True, f"{Path(venv).resolve()} (cell {cell})"))
     info = run_probe(python, "health", str(ws.flashocc), cwd=ws.flashocc if ws.flashocc.is_dir() else None)
     if "error" in info:
@@ -79,15 +152,22 @@ def run_checks(ws: Workspace, venv: Path) -> list[Check]:
     backends = [name for name in ("cuda", "npu") if info.get(name)] or ["cpu only"]
     checks.append(Check("mmcv ops", info["mmcv_ops"] == "compiled",
                         f"{info['mmcv_ops']}; devices: {', '.join(backends)}", SETUP_FIX))
-    ascend = cann_home() is not None
-    checks.append(Check("CANN", True, str(cann_home()) if ascend else "not found (not an Ascend host)",
-                        required=False))
+    cann = cann_home()
+    ascend = cann is not None
+    chip = host_chip(state) if cann is not None else None
+    if cann is None:
+        checks.append(Check("CANN", True, "not found (not an Ascend host)", required=False))
+    else:
+        checks += [cann_check(cann), chip_check(chip)]
     for module, fix in (("torch_npu", "python3 tools/kit.py setup (installs the stack's torch-npu from PyPI)"),
                         ("mx_driving", "python3 tools/kit.py setup (installs the stack's mx-driving from PyPI), "
                                        "or setup --drivingsdk DIR to build it from a DrivingSDK checkout")):
         found = not _is_error(info[module])
         detail = str(info[module]) if found or ascend else "not installed (needed on Ascend hosts only)"
         checks.append(Check(module, found, detail, fix if ascend else "", required=ascend))
+    if chip is not None:
+        build = drivingsdk_build_check(python, chip, str(info["torch"]))
+        checks += [build] if build else []
     checks.append(Check("FlashOCC plugin", info["plugin"] == "imports", f"projects.mmdet3d_plugin {info['plugin']}",
                         SETUP_FIX))
     if not ascend:  # the rehearsal stands in for an NPU where there is none

@@ -6,6 +6,8 @@ torch that interpreter already has (Ascend images ship torch with torch_npu, whi
 <workspace>/.venv links the one set up last. Every step is idempotent and remembers what it did (in
 <venv>/flashocc-kit-state.json), so a second run only verifies. The mmcv wheel, the slow part, is
 cached in the kit cache keyed by the patched mmcv source, the torch, the Python and the machine.
+On a host with CANN the NPU's chip generation (flashocc_kit.chip) decides DrivingSDK's package: mx-driving
+on Atlas A2, mx-driving-a5 on Atlas A5, which only the torch >= 2.6 stacks have.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from pathlib import Path
 
 from . import drivingsdk, gitutil, rehearsal, sources
 from .ascend import cann_home
+from .chip import A5, LABELS, PACKAGES, VENDORS, Chip, build_chip, detect
 from .diskspace import explain_if_disk_full, require_room
 from .errors import KitError
 from .pins import cache_dir
 from .stackenv import STATE_FILE, run_probe, venv_dir, venv_python
-from .stacks import Cell, LockLine, Stack, choose_stack, read_lock, record
+from .stacks import Cell, LockLine, Stack, choose_stack, load_stacks, read_lock, record
 from .workspace import Workspace
 
 VENVS_DIR = ".venvs"  # <workspace>/.venvs/<cell>: one environment per cell; .venv links the one in use
@@ -116,6 +119,7 @@ class SetupOptions:
     torch_mode: str  # auto | keep | install
     stack: str | None = None  # --stack; None: the kept torch's, else the default
     drivingsdk: Path | None = None  # a DrivingSDK checkout to build mx_driving from, instead of PyPI
+    chip: str | None = None  # --chip a2|a5; None: as the host reports it (flashocc_kit.chip)
 
 
 @dataclass
@@ -126,6 +130,7 @@ class Plan:
     keep_torch: bool
     venv: Path
     base: dict
+    chip: Chip | None = None  # the NPU's generation, on a host with CANN
 
     def describe(self) -> str:
         torch = (f"keeping torch {self.base['torch']} of {self.base['executable']}"
@@ -147,7 +152,23 @@ def plan(opts: SetupOptions) -> Plan:
     stack = choose_stack(base["python"], opts.stack, base["torch"] if keep else None, base["machine"])
     cell = Cell(stack, base["python"], base["machine"])
     venv = opts.venv or Path(opts.workspace) / VENVS_DIR / cell.id
-    return Plan(cell, keep, venv, base)
+    chip = detect(opts.chip) if cann_home() is not None else None
+    if chip is not None and stack.drivingsdk(chip.kind) is None:
+        raise no_drivingsdk_for(chip, stack, keep, base["python"])
+    return Plan(cell, keep, venv, base, chip)
+
+
+def no_drivingsdk_for(chip: Chip, stack: Stack, keep_torch: bool, python: str) -> KitError:
+    """The refusal of a stack that has no DrivingSDK build for the host's chip (torch2.1 on an Atlas A5)."""
+    serving = [s for s in load_stacks().values() if s.drivingsdk(chip.kind)]
+    names = " or ".join(s.name for s in serving)
+    pythons = "" if any(s.serves(python) for s in serving) else f" (on Python {serving[-1].python_range})"
+    fix = (f"`setup --torch install --stack {serving[-1].name}` for an environment with its own torch, or run the "
+           f"kit with an interpreter whose torch is {' or '.join(s.torch for s in serving)}" if keep_torch
+           else f"`setup --stack {serving[-1].name}`")
+    return KitError(f"this host's NPU is an {chip.describe()}; DrivingSDK builds its kernels for it "
+                    f"({PACKAGES[chip.kind]}, or `ci/build.sh --a5`) for torch >= 2.6 only, and {stack.name} is "
+                    f"torch {stack.torch}. Fix: set up a stack that serves it, {names}{pythons}: {fix}.")
 
 
 class Setup:
@@ -310,8 +331,9 @@ class Setup:
         self.runner.done(t, "satisfied by the pinned stack")
 
     def ascend(self) -> None:
-        """torch-npu and DrivingSDK at the stack's versions (or kept ones that fit), before mmcv's NPU build needs
-        torch_npu; each is imported here, so that a host without CANN's libraries is named now, not in a build."""
+        """torch-npu and DrivingSDK at the stack's versions, DrivingSDK's build for the host's chip (or kept ones
+        that fit), before mmcv's NPU build needs torch_npu; each is imported here, so that a host without CANN's
+        libraries is named now, not in a build."""
         t = self.runner.begin("Ascend: torch-npu and DrivingSDK (mx_driving), before the mmcv NPU build needs them")
         cann = cann_home()
         if cann is None and self.opts.drivingsdk is None:
@@ -323,13 +345,18 @@ class Setup:
         if cann is None:
             raise KitError(f"--drivingsdk {self.opts.drivingsdk}: building DrivingSDK needs the CANN toolkit "
                            "(`source <cann>/set_env.sh` first)")
+        assert self.plan.chip is not None  # plan() asks for it wherever CANN is
+        if self.plan.chip.source == "--chip":  # doctor takes it when the host names no chip
+            self.state["chip"] = self.plan.chip.kind
+        else:
+            self.state.pop("chip", None)
         torch = self.torch_version()
-        have = installed_versions(self.python, ["torch-npu", "mx-driving"])
+        have = installed_versions(self.python, ["torch-npu"])
         done = [self.torch_npu(have["torch-npu"], torch, cann)]
         if self.opts.drivingsdk is not None:
-            done.append(self.drivingsdk_from_source(self.opts.drivingsdk))
+            done.append(self.drivingsdk_from_source(self.opts.drivingsdk, self.plan.chip))
         else:
-            done.append(self.mx_driving(have["mx-driving"], torch))
+            done.append(self.mx_driving(torch, self.plan.chip))
         self.require_imports(["mx_driving"], cann, "mx-driving")
         self.runner.done(t, "; ".join(done))
 
@@ -350,19 +377,42 @@ class Setup:
         self.save()
         return how
 
-    def mx_driving(self, kept: str | None, torch: str) -> str:
-        """DrivingSDK's wheel for this torch: a kept one must say it was built for it."""
+    def mx_driving(self, torch: str, chip: Chip) -> str:
+        """DrivingSDK's wheel for this torch and this chip: a kept one must be built for both."""
+        wheel = self.stack.drivingsdk(chip.kind)
+        assert wheel is not None  # plan() refused a stack without one
+        kept = self.kept_drivingsdk(chip, wheel)
         if kept is None:
-            self.runner.run("mx-driving", [str(self.python), "-m", "pip", "install", "--no-deps",
-                                           f"mx-driving=={self.stack.mx_driving}"])
-            return f"mx-driving {self.stack.mx_driving} from PyPI"
-        wants = run_probe(self.python, "requires", "mx-driving", "torch")
+            self.runner.run("mx-driving", [str(self.python), "-m", "pip", "install", "--no-deps", wheel])
+            return f"{wheel.replace('==', ' ')} from PyPI, for the {chip.label}"
+        wants = run_probe(self.python, "requires", kept[0], "torch")
         if wants.get("satisfied") is False:
-            raise KitError(f"mx-driving {kept} is installed in {self.venv_dir}, built for {wants['spec']}, but the "
-                           f"torch there is {torch}. Fix: `{self.python} -m pip install --no-deps --force-reinstall "
-                           f"mx-driving=={self.stack.mx_driving}` (the {self.stack.name} build), or build it for "
+            raise KitError(f"{kept[0]} {kept[1]} is installed in {self.venv_dir}, built for {wants['spec']}, but "
+                           f"the torch there is {torch}. Fix: `{self.python} -m pip install --no-deps "
+                           f"--force-reinstall {wheel}` (the {self.stack.name} build), or build it for "
                            "this torch with `setup --drivingsdk DIR`; then run setup again.")
-        return f"mx-driving {kept} kept" + (f" ({wants['spec']})" if wants.get("spec") else "")
+        return (f"{kept[0]} {kept[1]} kept" + (f" ({wants['spec']})" if wants.get("spec") else "")
+                + f", for the {chip.label}")
+
+    def kept_drivingsdk(self, chip: Chip, wheel: str) -> tuple[str, str] | None:
+        """The DrivingSDK distribution and version the environment has, if any; refused if built for another chip."""
+        build = run_probe(self.python, "drivingsdk_build")
+        if "error" in build:
+            raise KitError(f"cannot read the DrivingSDK build in {self.venv_dir}: {build['error']}")
+        installed = [(name, version) for name, version in build["distributions"].items() if version]
+        if not installed:
+            return None
+        name, version = installed[-1]
+        built_for = build_chip(build["vendors"])
+        if built_for is not None and built_for != chip.kind:
+            remove = " ".join(n for n, _ in installed)
+            raise KitError(f"{name} {version} is installed in {self.venv_dir} with DrivingSDK's kernels for "
+                           f"{LABELS[built_for]} ({build['origin']}/packages/vendors/{VENDORS[built_for]}), but this "
+                           f"host's NPU is an {chip.describe()}: mx_driving would import and find no kernels for "
+                           f"it. Fix: `{self.python} -m pip uninstall -y {remove} && {self.python} -m pip install "
+                           f"--no-deps {wheel}` (or `setup --drivingsdk DIR`, which builds for the chip); then run "
+                           "setup again.")
+        return name, version
 
     def require_imports(self, modules: list[str], cann: Path, what: str) -> None:
         """Each module imports in the environment, or a KitError naming CANN when that is the likely cause."""
@@ -374,21 +424,26 @@ class Setup:
                            f"libraries, which `source {cann}/set_env.sh` puts on the library path. Fix: source it "
                            "in this shell (CANN 8.x for these wheels), then run setup again.")
 
-    def drivingsdk_from_source(self, checkout: Path) -> str:
-        branch = drivingsdk.check_checkout(checkout, self.stack, self.plan.cell.python)
-        key = drivingsdk.wheel_cache_key(checkout, self.plan.cell.python, self.torch_version())
+    def drivingsdk_from_source(self, checkout: Path, chip: Chip) -> str:
+        """mx_driving built by the checkout's ci/build.sh for this torch, Python and chip (`--a5` on an Atlas A5)."""
+        branch = drivingsdk.check_checkout(checkout, self.stack, self.plan.cell.python, chip.kind)
+        key = drivingsdk.wheel_cache_key(checkout, self.plan.cell.python, self.torch_version(), chip.kind)
         wheel = drivingsdk.cached_wheel(key)
         how = "from the wheel cache"
         if wheel is None:
-            print(f"      building DrivingSDK {branch} with ci/build.sh --python={self.plan.cell.python}", flush=True)
-            self.runner.run("drivingsdk-build", ["bash", str(drivingsdk.BUILD_SCRIPT),
-                                                 f"--python={self.plan.cell.python}"], cwd=checkout,
+            command = drivingsdk.build_command(self.plan.cell.python, chip.kind)
+            print(f"      building DrivingSDK {branch} with {' '.join(command[1:])}", flush=True)
+            self.runner.run("drivingsdk-build", command, cwd=checkout,
                             env=drivingsdk.build_environment(self.python.parent, dict(os.environ)))
             wheel = drivingsdk.keep_wheel(key, checkout / "dist")
             how = "built and cached"
+        if installed_versions(self.python, [PACKAGES[A5]])[PACKAGES[A5]]:
+            # a build installs as mx-driving, whichever the chip; both packages hold mx_driving, so one goes first
+            self.runner.run("mx-driving-a5-uninstall", [str(self.python), "-m", "pip", "uninstall", "-y",
+                                                        PACKAGES[A5]])
         self.runner.run("mx-driving", [str(self.python), "-m", "pip", "install", "--no-deps", "--force-reinstall",
                                        str(wheel)])
-        return f"mx-driving from {checkout} ({branch}), {how}: {wheel.name}"
+        return f"mx-driving from {checkout} ({branch}), {how}: {wheel.name}, for the {chip.label}"
 
 
     def rehearsal(self) -> None:
@@ -420,6 +475,9 @@ def setup(opts: SetupOptions) -> Setup:
     todo = steps.all_steps()
     steps.runner.total = len(todo)
     print(f"setting up {steps.plan.describe()}", flush=True)
+    if steps.plan.chip is not None:
+        print(f"NPU: {steps.plan.chip.describe()}; DrivingSDK: {steps.stack.drivingsdk(steps.plan.chip.kind)}"
+              + (f" or built from {opts.drivingsdk}" if opts.drivingsdk else ""), flush=True)
     try:
         for step in todo:
             step()

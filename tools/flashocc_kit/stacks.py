@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .chip import A5, PACKAGES
 from .errors import KitError
 from .pins import KIT_ROOT, read_pins
 
@@ -62,9 +63,10 @@ class Stack:
     lock: str  # relative to the kit root
     pythons: tuple[str, ...]
     torch_npu: str
-    mx_driving: str
+    mx_driving: str  # DrivingSDK's PyPI package for Atlas A2 (and A3): mx-driving
     disk_gib: float  # free disk a new environment of this stack asks for (pins.ini says how it was measured)
     default: bool = False
+    mx_driving_a5: str | None = None  # DrivingSDK's PyPI package for Atlas A5, mx-driving-a5 (torch >= 2.6 only)
 
     @property
     def lock_file(self) -> Path:
@@ -91,6 +93,11 @@ class Stack:
 
     def serves(self, python: str) -> bool:
         return python in self.pythons
+
+    def drivingsdk(self, chip: str) -> str | None:
+        """`package==version` of DrivingSDK's wheel for this stack on a chip (a2 | a5); None: there is none."""
+        version = self.mx_driving_a5 if chip == A5 else self.mx_driving
+        return f"{PACKAGES[chip]}=={version}" if version else None
 
     def takes_torch(self, version: str) -> bool:
         """Whether an installed torch (say 2.1.0+cpu, 2.1.0a0) is this stack's torch release."""
@@ -130,7 +137,8 @@ def load_stacks() -> dict[str, Stack]:
             stacks[name] = Stack(name=name, lock=fields["lock"], pythons=tuple(fields["pythons"].split()),
                                  torch_npu=fields["torch-npu"], mx_driving=fields["mx-driving"],
                                  disk_gib=fields.getfloat("disk-gib"),
-                                 default=fields.getboolean("default", False))
+                                 default=fields.getboolean("default", False),
+                                 mx_driving_a5=fields.get("mx-driving-a5"))
     if sum(s.default for s in stacks.values()) != 1:
         raise KitError("tools/pins.ini: exactly one [stack:...] must say `default = yes`")
     return stacks

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..argtypes import existing_dir
+from ..chip import CHIPS
 from ..installer import SetupOptions, setup
 from ..pins import default_sources_dir
 from ..workspace import Workspace
@@ -23,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drivingsdk", metavar="DIR", type=existing_dir,
                    help="build mx_driving from this DrivingSDK checkout (ci/build.sh) "
                         "instead of installing its wheel from PyPI (Ascend hosts)")
+    p.add_argument("--chip", choices=CHIPS,
+                   help="the NPU's generation, which decides DrivingSDK's package: a2 (mx-driving) or a5 "
+                        "(mx-driving-a5, on the stacks of torch >= 2.6); default: as the driver or npu-smi reports it, "
+                        "else a2 (Ascend hosts)")
     p.add_argument("--from", dest="from_dir", type=existing_dir, help="directory of pristine checkouts (see `sources`)")
     p.add_argument("--torch", dest="torch_mode", choices=("auto", "keep", "install"), default="auto",
                    help="auto: keep a torch the base interpreter already has (Ascend images ship torch "
@@ -40,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         torch_mode=args.torch_mode,
         stack=args.stack,
         drivingsdk=Path(args.drivingsdk).resolve() if args.drivingsdk else None,
+        chip=args.chip,
     )
     started = time.monotonic()
     setup(opts)

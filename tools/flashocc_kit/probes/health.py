@@ -7,17 +7,18 @@ import importlib
 import json
 import sys
 
-DISTRIBUTIONS = {"mx_driving": "mx-driving", "torch_npu": "torch-npu"}  # modules without a usable __version__
+# modules without a usable __version__, and the distributions that install them (DrivingSDK: A2's or A5's)
+DISTRIBUTIONS = {"mx_driving": ("mx-driving", "mx-driving-a5"), "torch_npu": ("torch-npu",)}
 
 
 def version(module):
     try:
         imported = importlib.import_module(module)
-        if module in DISTRIBUTIONS:
-            from importlib import metadata
+        from importlib import metadata
 
+        for distribution in DISTRIBUTIONS.get(module, ()):
             try:
-                return metadata.version(DISTRIBUTIONS[module])
+                return metadata.version(distribution)
             except metadata.PackageNotFoundError:
                 pass
         return getattr(imported, "__version__", "?")
