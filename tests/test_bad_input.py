@@ -31,6 +31,7 @@ CASES = [
     (["series", "nosuchproject"], {}, "nosuchproject"),
     (["setup", "--stack", "torch9.9"], {}, "torch9.9"),
     (["setup", "--drivingsdk", MISSING], {}, MISSING),
+    (["setup", "--chip", "a9"], {}, "a9"),
     (["setup", "--venv", "/proc/version"], {}, "/proc/version"),
     (["doctor", "--venv", MISSING], {}, MISSING),
     (["test", "--stack", "torch9.9"], {}, "torch9.9"),

@@ -30,7 +30,8 @@ def test_the_support_matrix_is_pins_ini_and_the_locks():
         assert ("(default)" in row[0]) == stack.default, row
         assert row[1] == f"{stack.torch} / {stack.pinned('torchvision')}", row
         assert row[2] == ", ".join(stack.pythons) and row[3] == stack.torch_npu and row[4] == stack.mx_driving, row
-        assert row[5] == ", ".join(stacks.architectures()) and row[6] == f"{stack.disk_gib:g} GiB", row
+        assert row[5] == (stack.mx_driving_a5 or "–"), row
+        assert row[6] == ", ".join(stacks.architectures()) and row[7] == f"{stack.disk_gib:g} GiB", row
 
 
 def test_the_common_pins_are_pins_ini():

@@ -35,6 +35,17 @@ def test_the_matrix_is_what_pins_ini_and_the_locks_say():
     assert "torch2.8-py3.11-aarch64" in cells and "torch2.8-py3.8-x86_64" not in cells
 
 
+def test_only_the_stacks_of_torch_2_6_and_later_have_drivingsdk_for_atlas_a5():
+    """mx-driving-a5's wheels require torch>=2.6.0,<2.9.0 (26.1.0.post2 and 26.2.0.post2 on PyPI, 2026-12)."""
+    all_stacks = stacks.load_stacks()
+    assert all_stacks["torch2.1"].drivingsdk("a5") is None
+    assert all_stacks["torch2.1"].drivingsdk("a2") == "mx-driving==26.2.0.post1"
+    for name in ("torch2.7", "torch2.8"):
+        assert all_stacks[name].drivingsdk("a5") == "mx-driving-a5==26.2.0.post2", name
+        assert all_stacks[name].drivingsdk("a2") == "mx-driving==26.2.0.post2", name
+    assert all(tuple(int(x) for x in s.torch.split(".")[:2]) >= (2, 6) for s in all_stacks.values() if s.mx_driving_a5)
+
+
 def test_the_stack_follows_the_torch_an_interpreter_has():
     assert stacks.choose_stack("3.8", None, None, "x86_64").name == "torch2.1"
     assert stacks.choose_stack("3.10", "torch2.7", None, "aarch64").name == "torch2.7"
