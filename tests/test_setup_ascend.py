@@ -457,3 +457,14 @@ def test_doctor_names_the_chip_and_its_source_cannns_version_and_whether_the_bui
 
     info.unlink()
     assert "version unknown (no <arch>-linux/ascend_toolkit_install.info" in doctor(ascend_host)["CANN"]
+
+
+def test_the_command_line_hands_chip_to_setup(tmp_path, monkeypatch):
+    """`kit.py setup --chip a5` reaches setup's options (a value outside a2|a5 is bad input: test_bad_input.py)."""
+    from flashocc_kit import cli
+    from flashocc_kit.commands import setup as setup_command
+
+    given = []
+    monkeypatch.setattr(setup_command, "setup", given.append)
+    assert cli.main(["--workspace", str(tmp_path), "setup", "--chip", "a5"]) == 0
+    assert [opts.chip for opts in given] == ["a5"]
