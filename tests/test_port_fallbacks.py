@@ -1,11 +1,12 @@
-"""The port's CPU fallbacks for upstream's CUDA-only pieces, and its other small switches."""
+"""The port's CPU fallbacks for upstream's CUDA-only pieces, its other small switches, and upstream's bev_pool ops on
+npu tensors through DrivingSDK (on the kit's emulated NPU)."""
 
 from __future__ import annotations
 
 import importlib
 import re
-import sys
-import types
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -142,43 +143,105 @@ def test_backbone_fp16_runs_the_backbone_in_half_precision(flashocc_root):
     assert feats.dtype == torch.float32  # the rest of the network stays in float32
 
 
-class NpuLike(torch.Tensor):
-    """A CPU tensor that says it lives on an NPU: enough to reach the NPU branches here."""
+# --- upstream's ops on npu tensors, through DrivingSDK: on the kit's emulated NPU ------------------------------------
+# Each runs in a fresh interpreter with FLASHOCC_EMULATE_NPU=1 (test_device.run_child): the real mx-driving wheel, its
+# compiled _C emulated (each kernel checks npu tensors, float32 features, int32 ranks, and counts its calls), no
+# stand-in package. The same op runs there on CPU tensors too (the portable path) for the comparison.
 
-    @property
-    def device(self):
-        return types.SimpleNamespace(type="npu")
+UPSTREAM_ON_BOTH_DEVICES = """
+    import importlib
+    import torch
+    import mx_driving
+    op_name, args_named, grads_named = PARAMS['op'], PARAMS['args'], PARAMS['grad_inputs']
+    upstream_op = getattr(importlib.import_module('projects.mmdet3d_plugin.ops.' + PARAMS['module']), op_name)
+    inputs = torch.load(PARAMS['inputs'])
+    observed = []
+    real_op = getattr(mx_driving, op_name)
+    def op(*args):  # observed, still called
+        observed.append(args)
+        return real_op(*args)
+    setattr(mx_driving, op_name, op)
+
+    def pooled(device):
+        args = [inputs[name].to(device) if isinstance(inputs[name], torch.Tensor) else inputs[name]
+                for name in args_named]
+        for name in grads_named:
+            args[args_named.index(name)] = args[args_named.index(name)].detach().requires_grad_()
+        out = upstream_op(*args)
+        (out * inputs['weights'].to(device)).sum().backward()
+        return out, args, [args[args_named.index(name)].grad.cpu() for name in grads_named]
+
+    out_cpu, _, grads_cpu = pooled('cpu')
+    out_npu, args_npu, grads_npu = pooled('npu')
+    torch.save({'cpu': [out_cpu.detach(), *grads_cpu], 'npu': [out_npu.detach().cpu(), *grads_npu]}, PARAMS['outputs'])
+    # per argument of mx_driving's op: the very object upstream's op was given?
+    result = {'out on': str(out_npu.device), 'calls': len(observed),
+              'unchanged': [a is b for a, b in zip(observed[0], args_npu)] if observed else None}
+"""
 
 
-@pytest.fixture
-def recording_mx_driving(monkeypatch):
-    """A stand-in `mx_driving` that records the public calls upstream's ops make on the NPU."""
-    calls = []
-    module = type(sys)("mx_driving")
-    module.bev_pool = lambda *args: calls.append(("bev_pool", args)) or "v1-result"
-    module.bev_pool_v2 = lambda *args: calls.append(("bev_pool_v2", args)) or "v2-result"
-    monkeypatch.setitem(sys.modules, "mx_driving", module)
-    return calls
+def upstream_op_on_npu_and_cpu(tmp_path: Path, root: Path, op: str, module: str, args: list[str],
+                               grad_inputs: list[str], inputs: dict) -> tuple[dict, dict, dict]:
+    """Upstream's op (`module`.`op` of FlashOCC's ops, called with inputs[name] for name in args, the grad_inputs
+    requiring grad) on the emulated NPU and on the CPU in one fresh interpreter; returns (result, kernel calls,
+    {'npu': [out, *grads], 'cpu': [out, *grads]})."""
+    from test_device import run_child
+
+    torch.save(inputs, tmp_path / "inputs.pt")
+    params = {"op": op, "module": module, "args": args, "grad_inputs": grad_inputs,
+              "inputs": str(tmp_path / "inputs.pt"), "outputs": str(tmp_path / "out.pt")}
+    code = f"PARAMS = {params!r}\n" + textwrap.dedent(UPSTREAM_ON_BOTH_DEVICES)
+    result, kernels = run_child(tmp_path, code, [str(root)], npu=True)
+    return result, kernels, torch.load(tmp_path / "out.pt")
 
 
-def test_bev_pool_v1_on_npu_calls_driving_sdk_with_hwdb_coordinates(flashocc_root, recording_mx_driving):
-    from projects.mmdet3d_plugin.ops.bev_pool.bev_pool import bev_pool
+def test_bev_pool_v1_on_npu_goes_through_driving_sdk_in_hwdb_order(flashocc_root, tmp_path):
+    """Upstream's coordinates are (x, y, z, b), DrivingSDK's (h, w, d, b): on npu tensors ops.bev_pool reorders them
+    for mx_driving.bev_pool, whose kernels give the point loop's sums and gradients, as the portable path does."""
+    g = torch.Generator().manual_seed(4)
+    B, D, H, W, C = 2, 2, 4, 5, 8  # H != W: coordinates passed in the wrong order land elsewhere (or off the grid)
+    n = 60
+    feats = torch.randn(n, C, generator=g)
+    coords = torch.stack([torch.randint(0, W, (n,), generator=g), torch.randint(0, H, (n,), generator=g),
+                          torch.randint(0, D, (n,), generator=g), torch.randint(0, B, (n,), generator=g)], 1)
+    weights = torch.randn(B, C, D, H, W, generator=g)  # d(sum(out * weights))/d(feats[i]) = weights at i's cell
+    result, kernels, got = upstream_op_on_npu_and_cpu(
+        tmp_path, flashocc_root, "bev_pool", "bev_pool.bev_pool", ["feats", "coords", "B", "D", "H", "W"],
+        ["feats"], {"feats": feats, "coords": coords, "weights": weights, "B": B, "D": D, "H": H, "W": W})
+    # feats and the sizes as given, coords reordered (and cast to int32, which the kernels require)
+    assert result == {"out on": "npu:0", "calls": 1, "unchanged": [True, False, True, True, True, True]}
+    assert kernels == {"npu_bev_pool": 1, "npu_bev_pool_backward": 1}
+    expected = torch.zeros(B, C, D, H, W)
+    expected_grad = torch.zeros(n, C)
+    for i, (x, y, z, b) in enumerate(coords.tolist()):
+        expected[b, :, z, y, x] += feats[i]
+        expected_grad[i] = weights[b, :, z, y, x]
+    for name, npu, cpu, want in zip(("out", "feats.grad"), got["npu"], got["cpu"], (expected, expected_grad)):
+        torch.testing.assert_close(npu, want, msg=lambda m, name=name: f"npu {name} vs the point loop: {m}")
+        torch.testing.assert_close(npu, cpu, msg=lambda m, name=name: f"npu {name} vs the portable op: {m}")
 
-    feats = torch.randn(3, 8).as_subclass(NpuLike)
-    coords = torch.tensor([[4, 3, 1, 0], [0, 1, 0, 1], [2, 0, 1, 1]])  # (x, y, z, b), upstream's order
-    assert bev_pool(feats, coords, 2, 2, 4, 5) == "v1-result"
-    (name, (got_feats, geom, B, D, H, W)), = recording_mx_driving
-    assert name == "bev_pool" and got_feats is feats and (B, D, H, W) == (2, 2, 4, 5)
-    assert geom.dtype == torch.int32
-    assert torch.equal(geom.as_subclass(torch.Tensor), coords[:, [1, 0, 2, 3]].int())  # DrivingSDK's (h, w, d, b)
 
+def test_bev_pool_v2_on_npu_goes_through_driving_sdk_unchanged(flashocc_root, tmp_path):
+    """ops.bev_pool_v2 hands npu tensors to mx_driving.bev_pool_v2 as they are; its kernels give the portable op's
+    output and gradients (depth and feat)."""
+    from projects.mmdet3d_plugin.ops.bev_pool_v3.reference import bev_pool_v2_sorted, sort_into_intervals
 
-def test_bev_pool_v2_on_npu_calls_driving_sdk_unchanged(flashocc_root, recording_mx_driving):
-    from projects.mmdet3d_plugin.ops.bev_pool_v2.bev_pool import bev_pool_v2
-
-    depth = torch.rand(1, 2, 3, 4, 5).as_subclass(NpuLike)
-    args = (torch.randn(1, 2, 4, 5, 8), *(torch.arange(4, dtype=torch.int32) for _ in range(3)), (1, 1, 5, 8, 8),
-            torch.tensor([0], dtype=torch.int32), torch.tensor([4], dtype=torch.int32))
-    assert bev_pool_v2(depth, *args) == "v2-result"
-    (name, got), = recording_mx_driving
-    assert name == "bev_pool_v2" and got[0] is depth and all(a is b for a, b in zip(got[1:], args))
+    g = torch.Generator().manual_seed(5)
+    depth = torch.rand(1, 2, 3, 4, 5, generator=g)
+    feat = torch.randn(1, 2, 4, 5, 8, generator=g)
+    n = 100
+    ranks = (torch.randint(0, 40, (n,), generator=g).int(), torch.randint(0, depth.numel(), (n,), generator=g).int(),
+             torch.randint(0, 40, (n,), generator=g).int())
+    rb, rd, rf, starts, lengths = sort_into_intervals(*ranks)
+    shape = (1, 1, 5, 8, 8)
+    inputs = {"depth": depth, "feat": feat, "ranks_depth": rd, "ranks_feat": rf, "ranks_bev": rb, "shape": shape,
+              "starts": starts, "lengths": lengths, "weights": torch.randn(1, 8, 1, 5, 8, generator=g)}
+    result, kernels, got = upstream_op_on_npu_and_cpu(
+        tmp_path, flashocc_root, "bev_pool_v2", "bev_pool_v2.bev_pool",
+        ["depth", "feat", "ranks_depth", "ranks_feat", "ranks_bev", "shape", "starts", "lengths"], ["depth", "feat"],
+        inputs)
+    assert result == {"out on": "npu:0", "calls": 1, "unchanged": [True] * 8}
+    assert kernels == {"npu_bev_pool_v2": 1, "npu_bev_pool_v2_backward": 1}
+    torch.testing.assert_close(got["npu"][0], bev_pool_v2_sorted(depth, feat, rd, rf, rb, shape, starts, lengths))
+    for name, npu, cpu in zip(("out", "depth.grad", "feat.grad"), got["npu"], got["cpu"]):
+        torch.testing.assert_close(npu, cpu, msg=lambda m, name=name: f"npu {name} vs the portable op: {m}")
