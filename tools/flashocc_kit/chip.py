@@ -10,19 +10,22 @@ asking the driver: it loads libdrvdsmi_host.so from LD_LIBRARY_PATH (nowhere els
 when chip_name contains "95" or is "Ascend950PR"; when that fails it warns and takes `customize`, the A2
 kernels. So a package of the wrong generation imports but has no kernels for the chip.
 
-The kit asks in the same order, so that it and DrivingSDK agree:
+The kit asks the driver first, as DrivingSDK does, so that the two agree:
 
 1. the driver: the same call through the same library (the one on LD_LIBRARY_PATH) and the same rule, run
    in a child process so that a hung or crashing driver costs a timeout, not the kit;
-2. `npu-smi info`: its table names the chip of each NPU (910B3 on an Atlas A2, Ascend910 on an A3,
-   Ascend950PR on an A5); the kit takes NPU 0's, as DrivingSDK takes device 0's;
+2. `npu-smi info`: its table names the chip of each NPU (910B3 on an Atlas A2, Ascend910 on an A3; an A5's
+   is taken to read Ascend950PR, as its `npu-smi info -m` does, not seen here); the kit takes NPU 0's, as
+   DrivingSDK takes device 0's. An A5 named only here still gets A2 kernels from mx_driving at import:
+   doctor says so;
 3. neither answers: unknown, and the kit takes an A2 (DrivingSDK's own fallback), saying so.
 
-`setup --chip a2|a5` overrides all three. CANN's files do not tell: <cann>/<arch>-linux/data/platform_config/
-holds one .ini for each SoC the toolkit can compile for (Ascend910B2.ini, Ascend950PR_9599.ini, ...), whichever
-the host has, and ascend_toolkit_install.info names the toolkit's version and CPU architecture, not the device.
-From CANN 8.5 the operator package is per chip family (ascend_ops_install.info), but that says what was
-installed, which a container image carries to any host, not what the host has.
+`setup --chip a2|a5` overrides all three (for an environment prepared on a host without the NPU it will run
+on). CANN's files do not tell: <cann>/<arch>-linux/data/platform_config/ holds one .ini for each SoC the toolkit
+can compile for (Ascend910B2.ini, Ascend950PR_9599.ini, ...), whichever the host has, and
+ascend_toolkit_install.info names the toolkit's version and CPU architecture, not the device. From CANN 8.5 the
+operator package is per chip family (ascend_ops_install.info), but that says what was installed, which a
+container image carries to any host, not what the host has.
 """
 
 from __future__ import annotations

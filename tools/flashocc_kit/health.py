@@ -74,15 +74,16 @@ def host_chip(state: dict) -> Chip:
 
 
 def chip_check(chip: Chip) -> Check:
-    """The NPU's generation and who said so; on an Atlas A5, DrivingSDK must be able to ask the driver too."""
+    """The NPU's generation and who said so; for an Atlas A5, mx_driving must get the driver's answer too."""
     if chip.source == "assumed":
         return Check("NPU chip", False, chip.describe(), "python3 tools/kit.py setup --chip a5, if this is an "
                      "Atlas A5 host (the A2 build is what DrivingSDK takes when it cannot tell either)", required=False)
-    if chip.kind == A5 and driver_library() is None:
-        return Check("NPU chip", False, f"{chip.describe()}; but {DRIVER_LIBRARY} is not on LD_LIBRARY_PATH, where "
-                     "mx_driving looks for it at import: without it mx_driving takes its A2 kernels, which the A5 "
-                     "build does not have", f"put the folder holding {DRIVER_LIBRARY} (usually "
-                     "/usr/local/Ascend/driver/lib64/driver) on LD_LIBRARY_PATH, as CANN's set_env.sh does")
+    if chip.kind == A5 and chip.source != "driver":
+        why = f"{DRIVER_LIBRARY} is not on LD_LIBRARY_PATH" if driver_library() is None else "the driver did not answer"
+        return Check("NPU chip", False, f"{chip.describe()}; but mx_driving asks the driver at import, and here {why}: "
+                     "it would take its A2 kernels, which the A5 build does not have",
+                     f"put the folder holding {DRIVER_LIBRARY} (usually /usr/local/Ascend/driver/lib64/driver) on "
+                     "LD_LIBRARY_PATH, as CANN's set_env.sh does", required=chip.source == "npu-smi")
     return Check("NPU chip", True, chip.describe())
 
 

@@ -161,6 +161,9 @@ def plan(opts: SetupOptions) -> Plan:
 def no_drivingsdk_for(chip: Chip, stack: Stack, keep_torch: bool, python: str) -> KitError:
     """The refusal of a stack that has no DrivingSDK build for the host's chip (torch2.1 on an Atlas A5)."""
     serving = [s for s in load_stacks().values() if s.drivingsdk(chip.kind)]
+    if not serving:
+        return KitError(f"this host's NPU is an {chip.describe()}, and no stack in tools/pins.ini has DrivingSDK "
+                        f"for it. Fix: add {PACKAGES[chip.kind]} to a stack of torch >= 2.6 there.")
     names = " or ".join(s.name for s in serving)
     pythons = "" if any(s.serves(python) for s in serving) else f" (on Python {serving[-1].python_range})"
     fix = (f"`setup --torch install --stack {serving[-1].name}` for an environment with its own torch, or run the "

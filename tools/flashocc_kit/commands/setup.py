@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chip", choices=CHIPS,
                    help="the NPU's generation, which decides DrivingSDK's package: a2 (mx-driving) or a5 "
                         "(mx-driving-a5, on the stacks of torch >= 2.6); default: as the driver or npu-smi reports it, "
-                        "else a2 (Ascend hosts)")
+                        "else a2 (Ascend hosts; give it to prepare an environment for another host's NPU)")
     p.add_argument("--from", dest="from_dir", type=existing_dir, help="directory of pristine checkouts (see `sources`)")
     p.add_argument("--torch", dest="torch_mode", choices=("auto", "keep", "install"), default="auto",
                    help="auto: keep a torch the base interpreter already has (Ascend images ship torch "
