@@ -456,6 +456,12 @@ def test_doctor_names_the_chip_and_its_source_cannns_version_and_whether_the_bui
     assert "pip uninstall -y mx-driving-a5 && " in lines["DrivingSDK build"]
     assert "pip install --no-deps mx-driving==26.2.0.post2" in lines["DrivingSDK build"]
 
+    fake_npu_smi(ascend_host["bin"], NPU_SMI_DOWN)  # nothing names the chip: the A5 build cannot be judged wrong
+    lines = doctor(ascend_host)
+    assert lines["NPU chip"].startswith("note NPU chip") and "Atlas A2, assumed" in lines["NPU chip"]
+    assert "nothing here names the chip: mx_driving, unable to ask the driver either" in lines["DrivingSDK build"]
+    assert f"on an Atlas A5, put the folder holding {chip.DRIVER_LIBRARY}" in lines["DrivingSDK build"]
+
     info.unlink()
     assert "version unknown (no <arch>-linux/ascend_toolkit_install.info" in doctor(ascend_host)["CANN"]
 

@@ -83,7 +83,7 @@ def chip_check(chip: Chip) -> Check:
         return Check("NPU chip", False, f"{chip.describe()}; but mx_driving asks the driver at import, and here {why}: "
                      "it would take its A2 kernels, which the A5 build does not have",
                      f"put the folder holding {DRIVER_LIBRARY} (usually /usr/local/Ascend/driver/lib64/driver) on "
-                     "LD_LIBRARY_PATH, as CANN's set_env.sh does", required=chip.source == "npu-smi")
+                     "LD_LIBRARY_PATH", required=chip.source == "npu-smi")
     return Check("NPU chip", True, chip.describe())
 
 
@@ -123,8 +123,8 @@ def drivingsdk_build_check(python: Path, chip: Chip, torch: str) -> Check | None
         fix = (f"{python} -m pip uninstall -y {' '.join(n for n, _ in installed)} && {python} -m pip install "
                f"--no-deps {wheel}")
         if chip.source == "assumed" and built_for == A5:
-            fix = (f"on an {LABELS[A5]}, put the folder holding {DRIVER_LIBRARY} on LD_LIBRARY_PATH (CANN's set_env.sh "
-                   f"does); on an {LABELS[chip.kind]}: {fix}")
+            fix = (f"on an {LABELS[A5]}, put the folder holding {DRIVER_LIBRARY} (usually "
+                   f"/usr/local/Ascend/driver/lib64/driver) on LD_LIBRARY_PATH; on an {LABELS[chip.kind]}: {fix}")
     return Check("DrivingSDK build", False, f"{detail}: " + "; ".join(problems), fix)
 
 
