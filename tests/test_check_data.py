@@ -97,6 +97,7 @@ def test_each_kind_of_damage_is_reported_by_name(flashocc_root, data):
 
 
 def test_missing_infos_and_the_pretrained_checkpoint_say_where_to_get_them(flashocc_root, tmp_path):
+    (tmp_path / "empty").mkdir()  # a data root without its info files (one that does not exist is bad input)
     code, report = check(flashocc_root, tmp_path / "empty", config="projects/configs/flashocc/flashocc-r50.py")
     text = "\n".join(report["problems"])
     assert code == 1 and "bevdetv2-nuscenes_infos_train.pkl: missing. Fix: python tools/create_data_bevdet.py" in text

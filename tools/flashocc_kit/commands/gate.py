@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..argtypes import existing_file, non_negative_float, positive_float
+from ..argtypes import non_negative_float, positive_float
 from ..results.gate import DEFAULT_BASELINES, Tolerances, run_gate
 
 
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = Tolerances()
     p = sub.add_parser("gate", help="compare a run's JSON summary with its baseline: exit 0 pass, 1 fail, 2 unusable")
     p.add_argument("--summary", required=True, help="<CASE>_summary.json written by the launcher or `summarize`")
-    p.add_argument("--baselines", type=existing_file, default=DEFAULT_BASELINES, help="default: tools/baselines.json")
+    p.add_argument("--baselines", default=str(DEFAULT_BASELINES), help="default: tools/baselines.json")
     p.add_argument("--step-time-tolerance", type=positive_float, dest="step_time_factor", metavar="FACTOR",
                    help=f"pass if step time <= baseline x this (default: the baseline's, else {d.step_time_factor})")
     p.add_argument("--miou-tolerance", type=non_negative_float, dest="miou_drop", metavar="POINTS",
