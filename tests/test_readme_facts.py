@@ -56,3 +56,21 @@ def test_the_published_results_are_the_gates_baselines():
         assert row[6] == ("–" if baseline["fps"] is None else f"{baseline['fps']:g}"), baseline["name"]
         assert (row[2] == "–") if baseline.get("lr") is None else float(row[2]) == baseline["lr"], baseline["name"]
         assert ("fp16" in row[3]) == (baseline["precision"] == "fp16-backbone"), baseline["name"]
+
+
+def test_the_readme_is_a_manual_of_at_most_300_lines():
+    assert len(README.splitlines()) <= 300, "measurements and catalogues belong in docs/, one page each"
+
+
+def test_the_launch_options_table_is_the_launchers_argparse():
+    """README's one table of the launch scripts' options is what `kit.py launch --options-table` prints."""
+    from flashocc_kit import cli
+    from flashocc_kit.commands.launch import options_table
+
+    launch = cli.build_parser()._subparsers._group_actions[0].choices["launch"]
+    written = README.split("<!-- launch options: python3 tools/kit.py launch --options-table -->\n", 1)[1]
+    written = written.split("\n\n", 1)[0].strip()
+    assert written == options_table(launch), "regenerate it: python3 tools/kit.py launch --options-table"
+    for action in launch._actions:
+        for option in action.option_strings:
+            assert option in written or option in ("-h", "--help", "--options-table"), option

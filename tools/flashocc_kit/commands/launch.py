@@ -22,6 +22,7 @@ from ..training.run import (
     PRESETS,
     PROFILE_STEPS,
     PROFILE_WARMUP,
+    SMOKE_CONFIG,
     SMOKE_DEVICES,
     LaunchRequest,
     build_run,
@@ -32,35 +33,76 @@ from ..workspace import Workspace
 NEEDS = ("numpy", "matplotlib", "mmcv", "torch")
 
 
+def options_table(parser: argparse.ArgumentParser) -> str:
+    """The options as README's table (one row each, the help text as written here): README holds it, a test keeps
+    the two equal, and `kit.py launch --options-table` prints it anew."""
+    rows = ["| option | meaning |", "|---|---|"]
+    for action in parser._actions:
+        if not action.option_strings or isinstance(action, (argparse._HelpAction, OptionsTable)):
+            continue
+        name = ", ".join(action.option_strings)
+        if action.nargs != 0:
+            choices = "{" + ",".join(action.choices) + "}" if action.choices else None
+            name += f" {action.metavar or choices or action.dest.upper()}"
+            name += " ..." if action.nargs in ("+", "*") else ""
+        rows.append(f"| `{name}` | {action.help} |".replace("|all", "\\|all"))
+    return "\n".join(rows)
+
+
+class OptionsTable(argparse.Action):
+    """--options-table: print the table and stop, as --help does."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(options_table(parser))
+        parser.exit()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("launch", help="one training run through torchrun (what test/*.sh call)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="modes:\n" + "\n".join(f"  {k:6s} {v}" for k, v in MODES.items()))
     p.add_argument("mode", choices=MODES)
-    p.add_argument("--num-npu", type=int, help=f"devices per node (default {DEVICES}; smoke: {SMOKE_DEVICES} "
-                                                "CPU processes)")
-    p.add_argument("--batch-size", type=int, help="samples per device (default: the config's data.samples_per_gpu)")
-    p.add_argument("--epochs", type=int, help="epochs (default: the config's runner.max_epochs)")
-    p.add_argument("--max-iters", type=int, help=f"iterations of a performance run (default {MAX_ITERS})")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--data-root", help="dataset root (default: the config's data_root)")
-    p.add_argument("--work-dir", help="default: work_dirs/<case name> under the FlashOCC root")
-    p.add_argument("--output-dir", help="default: test/output/<case name> under the FlashOCC root")
-    p.add_argument("--resume", help="checkpoint to resume from, or 'auto' for the latest in the work dir")
-    p.add_argument("--config", help=f"config (default {CONFIG})")
-    p.add_argument("--workers", type=int, help="data-loader workers per device (default: the config's)")
-    p.add_argument("--log-interval", type=int, help="iterations per log line (default 1 perf, 10 accuracy, 5 smoke)")
+    p.add_argument("--num-npu", type=int, metavar="N",
+                   help=f"devices (processes) per node (default {DEVICES}; smoke: {SMOKE_DEVICES}); more than the node "
+                        "has is refused before torchrun")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="samples per device (default: the config's data.samples_per_gpu: 4, smoke 2)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="epochs of an accuracy run, or of a performance run instead of --max-iters (default: the "
+                        "config's runner.max_epochs: 24, smoke 10)")
+    p.add_argument("--max-iters", type=int, metavar="N",
+                   help=f"iterations of a performance run (default {MAX_ITERS})")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp16-backbone: the image backbone under autocast (the fp16 scripts set it; default fp32)")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="dataset root, holding the info files (default: the config's data_root)")
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="checkpoints and mmcv's logs; must be writable, with room for checkpoints (default: "
+                        "work_dirs/<case name> under the FlashOCC root)")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="the summaries (default: test/output/<case name> under the FlashOCC root)")
+    p.add_argument("--resume", metavar="PATH|auto",
+                   help="resume from a checkpoint, or from the newest sound one in the work dir")
+    p.add_argument("--config", metavar="PATH", help=f"the config to train (default {CONFIG}; smoke: {SMOKE_CONFIG})")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="data-loader workers per device (default: the config's data.workers_per_gpu)")
+    p.add_argument("--log-interval", type=int, metavar="N",
+                   help="iterations per log line (default 1 perf, 10 accuracy, 5 smoke)")
     p.add_argument("--smoke", action="store_true", help=f"the CPU smoke configuration (or {SMOKE_ENV}=1)")
     p.add_argument("--emulate-npu", action="store_true",
                    help="rehearse the NPU run on this CPU: torch_npu, hccl and DrivingSDK's Python code over the kit's "
                         f"emulated NPU (or {EMULATE_ENV}=1); the summary is marked emulated")
-    p.add_argument("--lr", type=float, help="learning rate (default: the config's, scaled by sqrt(global batch / the "
-                                            "config's global batch), to 3 digits)")
+    p.add_argument("--lr", type=float, metavar="LR",
+                   help="learning rate (default: the config's, scaled by sqrt(global batch / the config's global "
+                        "batch), to 3 digits: 192 -> 2.45e-4, the reference port's)")
     p.add_argument("--preset", choices=PRESETS, help="a published recipe: " + "; ".join(
         f"{name}: {values['about']}" for name, values in PRESETS.items()) + " (explicit options win)")
     p.add_argument("--stall-timeout", type=float, metavar="SECONDS",
                    help="end the run when a rank makes no progress this long (default: the slowest step so far + "
-                        "3 minutes, at least 5; 15 minutes to the first step)")
+                        "3 minutes, at least 5; 15 minutes to the first heartbeat, or this if longer)")
     p.add_argument("--node-timeout", type=float, metavar="SECONDS",
                    help="multi-node: how long the nodes' launchers wait for each other before torchrun (default 600)")
     p.add_argument("--no-data-check", dest="data_check", action="store_false",
@@ -76,8 +118,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"steps before the window (default {PROFILE_WARMUP}; implies --profile)")
     p.add_argument("--profile-ranks", metavar="R[,R...]|all",
                    help="the ranks that record (default 0; implies --profile)")
-    p.add_argument("--cfg-options", nargs="+", default=[], help="more config overrides, key=value")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="further config overrides (mmcv's; no file is edited)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--options-table", action=OptionsTable, help="print these options as README's table, and stop")
     p.set_defaults(func=run)
 
 
