@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shared by the launch scripts: find the kit, then hand everything to `kit.py launch`
-# (all logic, and every option, lives in tools/flashocc_kit/launch.py).
+# (all logic, and every option, lives in tools/flashocc_kit/commands/launch.py and training/).
 set -euo pipefail
 here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 kit=${FLASHOCC_KIT_ROOT:-$here/..}

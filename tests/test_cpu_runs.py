@@ -33,15 +33,55 @@ def tracked_changes(flashocc: Path) -> str:
     return git(flashocc, "status", "--porcelain", "--untracked-files=no")
 
 
+def process_tree(root: int) -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of root and its descendants, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            table[int(entry.name)] = (int(stat[stat.rfind(")") + 2:].split()[1]), command)
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            tree.append((pid, table[pid][0], table[pid][1]))
+            todo += [child for child, (parent, _) in table.items() if parent == pid]
+    return tree
+
+
 @pytest.fixture(scope="module")
 def perf_run(flashocc_root, tmp_path_factory):
+    """The perf script's smoke run, profiled too (steps 6-10): one real run serves the perf, gate, profile and
+    process-tree tests. While its ranks train, the processes under the script are recorded."""
     out = tmp_path_factory.mktemp("perf")
     before = tracked_changes(flashocc_root)
-    # profiled too (steps 6-10): one real run serves the perf, gate and profile tests
-    proc = subprocess.run(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "12", "--profile",
-                           "--work-dir", str(out / "work"), "--output-dir", str(out / "output")],
-                          cwd=flashocc_root, env=run_env(), capture_output=True, text=True, timeout=1800)
-    return proc, out, before
+    proc = subprocess.Popen(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "12", "--profile",
+                             "--work-dir", str(out / "work"), "--output-dir", str(out / "output")],
+                            cwd=flashocc_root, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    tree: list = []
+
+    def watch() -> None:  # the ranks are training once a heartbeat says so
+        deadline = time.time() + 1200
+        while time.time() < deadline and proc.poll() is None:
+            beats = [json.loads(p.read_text()) for p in (out / "work").glob(".heartbeat/*/rank*.json")
+                     if p.stat().st_size]
+            if len(beats) == 2 and all(b["phase"] == "train" and b["iter"] >= 3 for b in beats):
+                tree.extend(process_tree(proc.pid))
+                return
+            time.sleep(0.5)
+
+    import threading
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    stdout, stderr = proc.communicate(timeout=1800)
+    watcher.join(5)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out, before, (proc.pid, tree)
 
 
 def test_perf_script_trains_on_cpu_with_two_ranks(perf_run, flashocc_root):
@@ -49,7 +89,7 @@ def test_perf_script_trains_on_cpu_with_two_ranks(perf_run, flashocc_root):
 
     from flashocc_kit.training.run import SMOKE_CONFIG
 
-    proc, out, before = perf_run
+    proc, out, before, _ = perf_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "output" / f"{PERF_CASE}_summary.json").read_text())
     assert summary["rank_size"] == 2 and summary["environment"]["device"] == "cpu"
@@ -70,7 +110,7 @@ def test_the_run_logs_its_learning_rate_rule_and_trains_with_that_lr(perf_run, f
 
     from flashocc_kit.training.run import SMOKE_CONFIG, read_config
 
-    proc, out, _ = perf_run
+    proc, out, _, _ = perf_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     config_lr = read_config(flashocc_root, SMOKE_CONFIG).lr
     summary = json.loads((out / "output" / f"{PERF_CASE}_summary.json").read_text())
@@ -82,7 +122,7 @@ def test_the_run_logs_its_learning_rate_rule_and_trains_with_that_lr(perf_run, f
 
 @pytest.mark.parametrize("factor, code", [(2.0, 0), (0.5, 1)])
 def test_gate_passes_and_fails_where_it_should(perf_run, tmp_path, factor, code):
-    proc, out, _ = perf_run
+    proc, out, _, _ = perf_run
     assert proc.returncode == 0
     summary_path = out / "output" / f"{PERF_CASE}_summary.json"
     measured = json.loads(summary_path.read_text())["step_time_s"]["mean"]
@@ -146,7 +186,7 @@ def test_a_rank_killed_mid_run_fails_the_script_with_the_cause(flashocc_root, tm
 
 
 def test_a_profiled_run_writes_its_trace_the_step_split_and_the_top_operators(perf_run):
-    proc, out, _ = perf_run
+    proc, out, _, _ = perf_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     profile = json.loads((out / "output" / f"{PERF_CASE}_summary.json").read_text())["profile"]
     assert profile["profiler"] == "torch.profiler" and profile["device"] == "cpu" and profile["rank"] == 0
@@ -164,3 +204,22 @@ def test_a_profiled_run_writes_its_trace_the_step_split_and_the_top_operators(pe
     assert Path(profile["table_png"]).stat().st_size > 10_000
     assert "profile: rank 0, torch.profiler on cpu, 5 steps after 5 warm-up steps" in proc.stdout
     assert "aten::" in proc.stdout.split("profile: rank 0", 1)[1]
+
+
+def test_the_script_is_the_launcher_which_runs_torchrun_which_runs_the_ranks(perf_run):
+    """Three levels and nothing else of the kit's while ranks train: the script's process is the launcher (exec,
+    no re-execution left behind), its one child torchrun, torchrun's children the two ranks."""
+    proc, _, _, (pid, tree) = perf_run
+    assert proc.returncode == 0 and tree, "no process tree recorded while the ranks trained"
+    (launcher,) = [t for t in tree if t[0] == pid]  # the script exec'ed into it: the same process
+    assert "kit.py launch perf" in launcher[2], launcher
+    children = [t for t in tree if t[1] == launcher[0]]
+    assert len(children) == 1 and "torch.distributed.run" in children[0][2], children
+    ranks = [t for t in tree if t[1] == children[0][0]]
+    assert len(ranks) == 2 and all("tools/train.py" in r[2] for r in ranks), ranks
+    below_ranks = [t for t in tree if t[1] in {r[0] for r in ranks}]
+    # beneath the ranks only their data-loader workers (the same interpreter, forked)
+    assert all(t[2] == next(r[2] for r in ranks if r[0] == t[1]) for t in below_ranks), below_ranks
+    assert len(tree) == 1 + 1 + 2 + len(below_ranks)
+    # the exact torchrun command, printed at the start of the run
+    assert any(line.startswith("$ ") and "torch.distributed.run" in line for line in proc.stdout.splitlines())

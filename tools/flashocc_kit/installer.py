@@ -28,16 +28,13 @@ from .ascend import cann_home
 from .chip import A5, LABELS, PACKAGES, VENDORS, Chip, build_chip, detect
 from .diskspace import explain_if_disk_full, require_room
 from .errors import KitError
+from .hostinfo import usable_cpus
 from .pins import cache_dir
 from .stackenv import STATE_FILE, run_probe, venv_dir, venv_python
 from .stacks import Cell, LockLine, Stack, choose_stack, load_stacks, read_lock, record
 from .workspace import Workspace
 
 VENVS_DIR = ".venvs"  # <workspace>/.venvs/<cell>: one environment per cell; .venv links the one in use
-
-
-def build_jobs() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass
@@ -291,7 +288,7 @@ class Setup:
         wheels = sorted(wheel_dir.glob("*.whl"))
         how = "from the wheel cache"
         if not wheels:
-            env = {"MMCV_WITH_OPS": "1", "MAX_JOBS": str(build_jobs())}
+            env = {"MMCV_WITH_OPS": "1", "MAX_JOBS": str(usable_cpus())}
             if force_npu:
                 env["FORCE_NPU"] = "1"
             print(f"      building ({', '.join(f'{k}={v}' for k, v in env.items())}); "

@@ -8,7 +8,6 @@ activated Ascend conda environment, say):
 - ensure_stack():   re-execute this kit command once under the environment's interpreter;
 - run_probe():      run one of the probe modules (flashocc_kit/probes/) in an interpreter and read
                     the JSON it prints;
-- module_command(): the command line of `python -m flashocc_kit.<module>` in an interpreter;
 - torchrun():       the launcher of the interpreter that trains: `python -m torch.distributed.run`,
                     so the ranks run with that environment's packages.
 """
@@ -93,10 +92,6 @@ def run_probe(python: Path, probe: str, *args: str, cwd: Path | None = None, env
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]}
     return json.loads(lines[-1])
-
-
-def module_command(python: Path, module: str, args: Sequence[str]) -> list[str]:
-    return [str(python), "-m", f"flashocc_kit.{module}", *args]
 
 
 def torchrun() -> list[str]:

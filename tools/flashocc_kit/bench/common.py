@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import KitError
+from ..hostinfo import usable_cpus
 
 DISTRIBUTIONS = ("torch", "numpy", "pillow", "opencv-python", "numba", "mmcv-full", "mmcv", "mmdet", "mmdet3d")
 
@@ -49,7 +50,7 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cpus()
     return {"host": platform.node(), "cpu": cpu_model(), "arch": platform.machine(), "cores": cores,
             "python": sys.version.split()[0], "os": platform.platform(),
             "load_average_start": list(os.getloadavg())}

@@ -3,10 +3,10 @@ and kept in the kit's cache (a 1600x900 sample takes seconds to render)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import KitError
+from ..hostinfo import usable_cpus
 from ..occ3d import info_file
 from ..pins import cache_dir
 
@@ -25,7 +25,7 @@ def synthetic_set(width: int, height: int, train_samples: int, seed: int = 0) ->
         return root
     opts = SynthOptions(width=width, height=height, train_scenes=scenes, val_scenes=1,
                         samples_per_scene=SAMPLES_PER_SCENE, seed=seed,
-                        workers=max(1, min(4, len(os.sched_getaffinity(0)))))
+                        workers=max(1, min(4, usable_cpus())))
     print(f"bench: generating {scenes * SAMPLES_PER_SCENE} synthetic samples at {width}x{height} into {root} "
           "(once; cached)", flush=True)
     generate(opts, root, str(root), progress=False)

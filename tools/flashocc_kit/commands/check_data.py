@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from ..argtypes import existing_dir, positive_int
 from ..datacheck import check_data
+from ..hostinfo import usable_cpus
 from ..stackenv import ensure_stack
 from ..training.run import CONFIG, locate_flashocc
 from ..workspace import Workspace
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=CONFIG, help=f"the config to check against (default {CONFIG})")
     p.add_argument("--sample", type=positive_int, metavar="N",
                    help="check N random samples per info file (a quick look)")
-    p.add_argument("--workers", type=positive_int, default=min(8, os.cpu_count() or 1),
+    p.add_argument("--workers", type=positive_int, default=min(8, usable_cpus()),
                    help="processes decoding files (default: the CPUs, at most 8)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=run)

@@ -134,8 +134,9 @@ def run(args: argparse.Namespace) -> int:
     torchrun_override()
     emulate = emulating_npu()
     ws = Workspace.at(args.workspace)
-    flashocc = locate_flashocc(ws.flashocc)
+    # first, before anything prints: a re-execution in the kit's environment would print it again
     ensure_stack(ws.root, NEEDS, "launch")  # the config is read with mmcv; the ranks run in this environment
+    flashocc = locate_flashocc(ws.flashocc)
     if emulate and importlib.util.find_spec("torch_npu") is None:
         activate_here()  # already in the kit's environment, started without the flag: as its .pth hook would
     request = LaunchRequest(mode=args.mode, num_npu=args.num_npu, batch_size=args.batch_size, epochs=args.epochs,

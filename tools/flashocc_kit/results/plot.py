@@ -6,15 +6,10 @@ The only part of the results package that needs a third-party library: matplotli
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
 from .logparse import TrainRecord
-
-
-def available() -> bool:
-    return importlib.util.find_spec("matplotlib") is not None
 
 
 def write_curves(records: Sequence[TrainRecord], window: tuple[int, int], path: Path, title: str) -> Path:

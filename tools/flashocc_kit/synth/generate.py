@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..hostinfo import usable_cpus
 from ..occ3d import CAMERAS, INFO_PREFIX, LIDAR, SAMPLE_INTERVAL_US, info_file
 from . import nuscenes_db, target
 from .cameras import Camera, Lidar, make_rig
@@ -150,7 +151,7 @@ def _init_worker() -> None:
 
 
 def default_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     return max(1, min(8, cpus))
 
 

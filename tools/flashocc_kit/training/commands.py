@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .. import ascend
+from ..hostinfo import usable_cpus
 from ..settings import EMULATE_ENV
 from ..stackenv import torchrun
 from .run import Run
@@ -36,10 +37,6 @@ def test_command(run: Run, checkpoint: Path, results: Path) -> list[str]:
             "--tmpdir", str(run.work_dir / ".eval_tmp"), "--cfg-options", *opts]
 
 
-def cpus_available() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 PROFILE_ENV = "FLASHOCC_PROFILE"  # read by the port's tools/train.py: StepProfilerHook's settings
 
 
@@ -47,7 +44,7 @@ def rank_environment(run: Run) -> dict[str, str]:
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(run.flashocc), os.environ.get("PYTHONPATH")])),
            "PYTHONUNBUFFERED": "1"}
     if run.smoke or run.emulate_npu:  # the ranks compute on this CPU: share its cores
-        cores = str(max(1, cpus_available() // run.devices))
+        cores = str(max(1, usable_cpus() // run.devices))
         env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": cores, "MKL_NUM_THREADS": cores})
     if run.emulate_npu:  # the NPU job as on the cluster, its Ascend run-time settings included
         env.update({EMULATE_ENV: "1", "FLASHOCC_DEVICE": "npu",

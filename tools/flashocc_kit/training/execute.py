@@ -19,7 +19,7 @@ from ..settings import forced_device
 from .checkpoints import check_resume_path, finish_leg, read_legs, resume_point, start_leg
 from .commands import rank_environment, test_command, train_command
 from .nodes import Nodes, meet
-from .preflight import check_data_quickly, check_devices, check_work_dir
+from .preflight import check_data_quickly, check_devices, check_work_dir, device_count
 from .run import MODES, NETWORK, SMOKE_DATA, Run
 from .stream import report_failure, stream
 from .watch import LAUNCH_ENV, StallWatch, heartbeat_dir, new_launch_id
@@ -86,19 +86,9 @@ def environment_report(run: Run) -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    kind = "npu" if run.emulate_npu else "cpu" if run.smoke else forced_device() or _detected_device(run)
+    kind = "npu" if run.emulate_npu else "cpu" if run.smoke else forced_device() or device_count(run)[0]
     return {"versions": versions, "python": sys.version.split()[0], "device": kind, "device_count": run.devices,
             "nodes": run.nodes, "host": os.uname().nodename, "emulated": run.emulate_npu}
-
-
-def _detected_device(run: Run) -> str:
-    sys.path.insert(0, str(run.flashocc))
-    try:
-        from projects import device  # the port's own decision, not a second copy of it
-
-        return device.device_type()
-    finally:
-        sys.path.remove(str(run.flashocc))
 
 
 def describe_lr(lr) -> str:

@@ -31,7 +31,8 @@ def check_work_dir(work_dir: Path, smoke: bool) -> None:
 
 
 def device_count(run: Run) -> tuple[str, int | None]:
-    """The device the ranks will use and how many this node has (None: not countable here)."""
+    """The device the ranks will use and how many this node has (None: not countable here): the port's own
+    decision (projects/device.py), the one place the launcher asks it."""
     import sys
 
     if run.smoke or forced_device() == "cpu":
