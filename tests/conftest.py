@@ -93,8 +93,9 @@ def make_queue(upstream: Path, commit: str, queue: Path, port: Path,
         git(stage, "add", "-A")
         git(stage, "commit", "-q", "-m", name)
         owned = [path for path, (_, owner) in port_files.items() if owner == name]
-        header = f"Description: {name}\n the {name} change\nOrigin: vendor\nForwarded: no\n"
+        header = f"Description: {name}\n the {name} change\nOrigin: vendor\nAuthor: t\nForwarded: no\n"
         header += f"Kit-Files: {' '.join(owned)}\n" if owned else ""
+        header += "Last-Update: 2026-01-01\n"
         diff = git_raw(stage, "diff", *DIFF_OPTIONS, "HEAD~1", "HEAD")
         (queue / f"{name}.patch").write_text(header + "---\n" + diff)
         names.append(f"{name}.patch")
@@ -221,3 +222,42 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(
             f"{len(skipped)} test(s) could not run here, each skip saying why (`pytest -rs` lists them); "
             f"`kit.py test --require-sources`, which CI runs, counts such skips as failures.", yellow=True)
+
+
+def small_train_infos(flashocc_root: Path, tmp_path: Path, samples: int = 24) -> Path:
+    """The smoke set's first samples as a train info file: 6 iterations an epoch on 2 ranks x 2."""
+    import pickle
+
+    from flashocc_kit.occ3d import info_file
+    from flashocc_kit.training.run import SMOKE_CONFIG, read_config
+
+    root = flashocc_root / read_config(flashocc_root, SMOKE_CONFIG).data_root
+    if not (root / info_file("train")).is_file():  # the smoke set, as its first run would generate it
+        from flashocc_kit.synth.generate import generate
+        from flashocc_kit.synth.options import SynthOptions
+        from flashocc_kit.training.run import SMOKE_DATA
+
+        generate(SynthOptions(**SMOKE_DATA), root, read_config(flashocc_root, SMOKE_CONFIG).data_root)
+    with (root / info_file("train")).open("rb") as fh:
+        infos = pickle.load(fh)
+    infos["infos"] = infos["infos"][:samples]
+    path = tmp_path / f"train{samples}.pkl"
+    with path.open("wb") as fh:
+        pickle.dump(infos, fh)
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_epoch_smoke_run(flashocc_root, tmp_path_factory) -> dict:
+    """The smoke config trained 2 epochs on its first 24 samples (12 iterations on 2 ranks x 2) and evaluated, on the
+    CPU, whole: one run with two uses, the resume test's uninterrupted run and the NPU rehearsal's CPU twin."""
+    tmp = tmp_path_factory.mktemp("two-epoch-smoke")
+    infos = small_train_infos(flashocc_root, tmp)
+    args = ("--smoke", "--epochs", "2", "--log-interval", "1", "--cfg-options", f"data.train.ann_file={infos}")
+    env = {k: v for k, v in os.environ.items() if k not in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE",
+                                                              "FLASHOCC_TORCHRUN", "FLASHOCC_EMULATE_NPU")}
+    env["MASTER_PORT"] = str(free_port())
+    proc = subprocess.run(["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(tmp / "work"),
+                           "--output-dir", str(tmp / "out"), *args], cwd=flashocc_root, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    return {"proc": proc, "work": tmp / "work", "out": tmp / "out", "args": args}

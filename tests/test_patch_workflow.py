@@ -1,14 +1,16 @@
-"""The patch workflow (queue, export, apply, status, sources) on small git repositories made here."""
+"""The patch workflow (queue, import/export through git, apply, status, sources) on small git repositories made here."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import git, make_queue, make_repo, snapshot, write_files
-from flashocc_kit import exporting, gitutil, patching, series, sources
+from conftest import GIT_ENV, KIT_ROOT, git, make_queue, make_repo, snapshot, write_files
+from flashocc_kit import gitutil, patching, patchqueue, series, sources
 from flashocc_kit.errors import KitError
 from flashocc_kit.patchfile import parse_patch
 from flashocc_kit.pins import Project
@@ -35,7 +37,7 @@ def pinned(tmp_path, upstream_files):
     patch = tmp_path / "demo.patch"
     project = Project(name="demo", path="demo", patch=str(patch), repo=f"file://{upstream}", ref="main",
                       commit=commit, queue=str(tmp_path / "queue"), port=str(tmp_path / "port"))
-    patch.write_text(series.build_root_patch(project, upstream, commit))
+    patch.write_text(patchqueue.build_from_queue(project, upstream, commit).root)
     edited = tmp_path / "edited"
     shutil.copytree(upstream, edited, symlinks=True)
     for _, files in QUEUE_STEPS:
@@ -147,12 +149,19 @@ def test_revert_restores_the_pin(pinned, tmp_path):
 
 def test_root_patch_is_deterministic_and_ignores_user_git_config(pinned, tmp_path, monkeypatch):
     project, upstream, _, commit = pinned
-    first = series.build_root_patch(project, upstream, commit)
+    first = patchqueue.build_from_queue(project, upstream, commit)
     config = tmp_path / "gitconfig"
     config.write_text("[diff]\n\tnoprefix = true\n\tmnemonicPrefix = true\n\talgorithm = histogram\n"
-                      "[core]\n\tautocrlf = true\n")
+                      "\tsuppressBlankEmpty = true\n\tindentHeuristic = false\n\tinterHunkContext = 9\n"
+                      "\tcontext = 7\n[core]\n\tautocrlf = true\n\tabbrev = 7\n"
+                      "[format]\n\tattach = true\n\tuseAutoBase = true\n\tsignature = me\n\tnumbered = true\n"
+                      "[i18n]\n\tcommitEncoding = ISO-8859-1\n\tlogOutputEncoding = ISO-8859-1\n"
+                      "[commit]\n\tgpgSign = true\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
-    assert series.build_root_patch(project, upstream, commit) == first
+    again = patchqueue.build_from_queue(project, upstream, commit)
+    assert again.root == first.root and [p.text() for p in again.patches] == [p.text() for p in first.patches]
+    assert patchqueue.stale_files(project, upstream, commit) == []  # the queue files are in that form too
+    first = first.root
     assert first.startswith("# demo.patch: the kit's changes to demo")
     assert "#   core-fix   core-fix" in first  # the header lists the queue in order, with each summary
     assert first.index("core-fix") < first.index("core-more")
@@ -164,12 +173,13 @@ def test_queue_problems_are_named(pinned):
     (project.port_dir / "pkg" / "stray.py").write_text("x = 1\n")
     (project.queue_dir / "unlisted.patch").write_text("Description: x\nOrigin: vendor\nForwarded: no\n---\n")
     core_more = project.queue_dir / "core-more.patch"
-    core_more.write_text(core_more.read_text().replace("Origin: vendor\n", ""))
+    core_more.write_text(core_more.read_text().replace("Origin: vendor\n", "").replace("2026-01-01", "1 Jan"))
     problems = "\n".join(series.check_queue(project))
     assert "pkg/stray.py is named by no patch's Kit-Files" in problems
     assert "unlisted.patch is not in series" in problems and "core-more.patch: no Origin field" in problems
+    assert "core-more.patch: Last-Update is not YYYY-MM-DD" in problems
     with pytest.raises(KitError, match="inconsistent"):
-        series.build_root_patch(project, upstream, commit)
+        patchqueue.build_from_queue(project, upstream, commit)
 
 
 def applied_checkout(pinned, tmp_path) -> Path:
@@ -179,93 +189,279 @@ def applied_checkout(pinned, tmp_path) -> Path:
     return checkout
 
 
-def test_export_puts_each_edit_where_it_belongs(pinned, tmp_path):
-    project, _, _, commit = pinned
-    checkout = applied_checkout(pinned, tmp_path)
-    write_files(checkout, {"pkg/new_module.py": "NEW = 'edited'\n",
-                           "pkg/core.py": (checkout / "pkg/core.py").read_text().replace("line 36\n", "line 36 too\n")})
-    result = exporting.export_project(project, checkout, commit)
-    assert result.pulled == {"pkg/new_module.py": "port/demo/pkg/new_module.py", "pkg/core.py": "core-more.patch"}
-    assert (project.port_dir / "pkg/new_module.py").read_text() == "NEW = 'edited'\n"
-    assert "+line 36 too" in (project.queue_dir / "core-more.patch").read_text()
-    assert "line 36" not in (project.queue_dir / "core-fix.patch").read_text()
-    assert exporting.stale_files(project, checkout, commit) == []
-    fresh = fresh_copy(pinned[1], tmp_path / "fresh")  # the rebuilt root patch reproduces the checkout
+# --- the maintainer's workflow: the queue on a git branch, edited with git, exported (gbp pq) ----------------
+
+def git_with(cwd: Path, env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **GIT_ENV, **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def amend(checkout: Path, base: str, name: str, files: dict[str, str | None]) -> None:
+    """What a maintainer does: `git rebase -i`, `edit` on the patch's commit, change files, amend, continue."""
+    git_with(checkout, {"GIT_SEQUENCE_EDITOR": f"sed -i '/Name {name}.patch/s/^pick/edit/'"}, "rebase", "-i", base)
+    write_files(checkout, files)
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-q", "--amend", "--no-edit")
+    git_with(checkout, {"GIT_EDITOR": "true"}, "rebase", "--continue")
+
+
+def kit_files(project: Project) -> dict[str, bytes]:
+    """Everything export may write: the queue, the port, the root patch."""
+    paths = [*project.queue_dir.iterdir(), *project.port_dir.rglob("*"), project.patch_file]
+    return {str(p): p.read_bytes() for p in sorted(paths) if p.is_file()}
+
+
+def changed_files(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
+    return sorted(Path(p).name for p in set(before) | set(after) if before.get(p) != after.get(p))
+
+
+def assert_applied_at_the_pin(project: Project, checkout: Path, upstream: Path, tmp_path: Path) -> None:
+    """Back where import found it: HEAD as before, no queue branch, the root patch applied and reproducing it."""
+    assert git(checkout, "symbolic-ref", "HEAD") == "refs/heads/main"
+    assert not git(checkout, "branch", "--list", patchqueue.QUEUE_BRANCH)
+    assert patching.patch_state(checkout, project.patch_file)[0] is patching.PatchState.APPLIED
+    fresh = fresh_copy(upstream, tmp_path / "fresh")
     patching.apply_patch("demo", fresh, project.patch_file)
     assert gitutil.content_tree_id(fresh) == gitutil.content_tree_id(checkout)
 
 
-def test_export_into_an_earlier_patch_keeps_the_later_ones(pinned, tmp_path):
+def test_import_puts_one_commit_per_patch_with_its_header_and_port_files(pinned, tmp_path):
     project, _, _, commit = pinned
     checkout = applied_checkout(pinned, tmp_path)
-    core = (checkout / "pkg/core.py").read_text().replace("line 21\n", "line 21 fixed too\n")
-    write_files(checkout, {"pkg/core.py": core})
-    later_before = (project.queue_dir / "core-more.patch").read_text()
-    result = exporting.export_project(project, checkout, commit, into="core-fix")
-    assert result.pulled == {"pkg/core.py": "core-fix.patch"}
-    fix = (project.queue_dir / "core-fix.patch").read_text()
-    assert "+line 21 fixed too" in fix and "+line 35 more" not in fix
-    later = (project.queue_dir / "core-more.patch").read_text()
-    assert "+line 35 more" in later and later != later_before  # its pre-image blob id follows the earlier patch
-    assert exporting.stale_files(project, checkout, commit) == []
-
-
-def test_export_of_a_new_file_needs_into_and_nothing_is_written_without(pinned, tmp_path):
-    project, _, _, commit = pinned
-    checkout = applied_checkout(pinned, tmp_path)
-    write_files(checkout, {"pkg/extra.py": "EXTRA = 1\n"})
-    before = {p: p.read_bytes() for p in [*project.queue_dir.iterdir(), project.patch_file]}
-    with pytest.raises(KitError, match="--into"):
-        exporting.export_project(project, checkout, commit)
-    assert {p: p.read_bytes() for p in before} == before and not (project.port_dir / "pkg/extra.py").exists()
-    exporting.export_project(project, checkout, commit, into="core-more")
-    assert (project.port_dir / "pkg/extra.py").read_text() == "EXTRA = 1\n"
-    assert series.read_queue(project)[2].kit_files == ["pkg/extra.py"]
-
-
-def test_export_writes_port_edits_into_the_checkout(pinned, tmp_path):
-    """An edit made in port/ (not in the checkout) reaches the checkout, which still held the old version."""
-    project, _, _, commit = pinned
-    checkout = applied_checkout(pinned, tmp_path)
-    (project.port_dir / "pkg/new_module.py").write_text("NEW = 'from port'\n")
-    result = exporting.export_project(project, checkout, commit)
-    assert result.pushed == ["pkg/new_module.py"] and result.pulled == {}
-    assert (checkout / "pkg/new_module.py").read_text() == "NEW = 'from port'\n"
+    assert patchqueue.import_queue(project, checkout, commit) == 3
+    assert git(checkout, "symbolic-ref", "HEAD") == f"refs/heads/{patchqueue.QUEUE_BRANCH}"
+    assert git(checkout, "status", "--porcelain") == ""  # the work tree was the queue's tip already
+    messages = git(checkout, "log", "--reverse", "--format=%B%x00", f"{commit}..").split("\0")
+    assert messages[1].strip() == ("Description: core-fix\n the core-fix change\nOrigin: vendor\nAuthor: t\n"
+                                   "Forwarded: no\nLast-Update: 2026-01-01\nGbp-Pq: Name core-fix.patch")
+    first = git(checkout, "rev-list", "--reverse", f"{commit}..").split()[0]
+    assert git(checkout, "show", "--format=", "--name-only", first).split() == ["pkg/__init__.py", "pkg/new_module.py"]
+    assert sources.check_pin(project, checkout).ok  # status: still the pin, the patch applied
     assert patching.patch_state(checkout, project.patch_file)[0] is patching.PatchState.APPLIED
 
 
-def test_export_refuses_a_checkout_holding_another_root_patch(pinned, tmp_path):
-    """After the kit moves on (git pull), the checkout's differences are not edits: they must not be pulled."""
+def test_round_trip_amending_a_middle_patch_changes_only_it_and_the_root_patch(pinned, tmp_path):
+    """The issue's "done when": import, amend a middle patch with git, export."""
+    project, upstream, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    before = kit_files(project)
+    patchqueue.import_queue(project, checkout, commit)
+    amend(checkout, commit, "core-fix", {"README.md": "upstream, fixed\n"})  # a file no later patch changes
+    result = patchqueue.export_project(project, checkout, commit)
+    after = kit_files(project)
+    assert changed_files(before, after) == ["core-fix.patch", "demo.patch"]
+    assert [Path(p).name for p in result.written] == ["demo.patch", "core-fix.patch"]
+    fix = (project.queue_dir / "core-fix.patch").read_text()
+    assert "+upstream, fixed" in fix
+    assert fix.startswith("Description: core-fix\n the core-fix change\nOrigin: vendor\nAuthor: t\n")
+    assert_applied_at_the_pin(project, checkout, upstream, tmp_path)
+    assert patchqueue.stale_files(project, checkout, commit) == []
+
+
+def test_amending_a_file_a_later_patch_changes_moves_only_that_patch_s_index_line(pinned, tmp_path):
+    project, upstream, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    before = kit_files(project)
+    patchqueue.import_queue(project, checkout, commit)
+    core = (checkout / "pkg/core.py").read_text()
+    amend(checkout, commit, "core-fix", {"pkg/core.py": core.replace("line 21\n", "line 21 fixed too\n")
+                                 .replace("line 35 more\n", "line 35\n")})
+    patchqueue.export_project(project, checkout, commit)
+    after = kit_files(project)
+    assert changed_files(before, after) == ["core-fix.patch", "core-more.patch", "demo.patch"]
+    old, new = (x[str(project.queue_dir / "core-more.patch")].decode().splitlines() for x in (before, after))
+    # git's full blob ids name core-fix's new post-image; a changed patch gets the commit's date
+    assert [a.split()[0] for a, b in zip(old, new) if a != b] == ["Last-Update:", "index"]
+    assert "+line 21 fixed too" in (project.queue_dir / "core-fix.patch").read_text()
+    assert_applied_at_the_pin(project, checkout, upstream, tmp_path)
+
+
+def test_a_new_commit_is_a_new_patch_with_a_dep3_header_and_its_new_files_in_port(pinned, tmp_path):
+    project, upstream, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    patchqueue.import_queue(project, checkout, commit)
+    write_files(checkout, {"pkg/extra.py": "EXTRA = 1\n", "README.md": "upstream and more\n"})
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-q", "-m", "Extra: a module of our own\n\nIt is needed because of reasons.")
+    patchqueue.export_project(project, checkout, commit)
+    assert series.series_names(project)[-1] == "extra-a-module-of-our-own.patch"
+    added = series.read_queue(project)[-1]
+    today = git(upstream, "log", "-1", "--format=%cs")
+    assert added.fields == {"Description": "Extra: a module of our own\n\nIt is needed because of reasons.",
+                            "Origin": "vendor", "Author": "t", "Forwarded": "no", "Kit-Files": "pkg/extra.py",
+                            "Last-Update": today}
+    assert added.touched == ["README.md"] and (project.port_dir / "pkg/extra.py").read_text() == "EXTRA = 1\n"
+    assert series.check_queue(project) == []
+    assert_applied_at_the_pin(project, checkout, upstream, tmp_path)
+
+
+def test_a_port_file_amended_in_its_patch_s_commit_reaches_port(pinned, tmp_path):
+    project, upstream, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    before = kit_files(project)
+    patchqueue.import_queue(project, checkout, commit)
+    amend(checkout, commit, "version", {"pkg/new_module.py": "NEW = 'amended'\n"})
+    patchqueue.export_project(project, checkout, commit)
+    assert changed_files(before, kit_files(project)) == ["demo.patch", "new_module.py", "version.patch"]
+    assert (project.port_dir / "pkg/new_module.py").read_text() == "NEW = 'amended'\n"
+    version = (project.queue_dir / "version.patch").read_text()
+    assert version.replace(series.read_queue(project)[0].fields["Last-Update"], "2026-01-01") == \
+        before[str(project.queue_dir / "version.patch")].decode()  # only its Last-Update moved
+    assert_applied_at_the_pin(project, checkout, upstream, tmp_path)
+
+
+def test_a_dropped_commit_leaves_the_series_with_its_file_and_port_files(pinned, tmp_path):
+    project, upstream, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    patchqueue.import_queue(project, checkout, commit)
+    git_with(checkout, {"GIT_SEQUENCE_EDITOR": "sed -i '/Name version.patch/s/^pick/drop/'"}, "rebase", "-i", commit)
+    patchqueue.export_project(project, checkout, commit)
+    assert series.series_names(project) == ["core-fix.patch", "core-more.patch"]
+    assert not (project.queue_dir / "version.patch").exists() and not (project.port_dir / "pkg/new_module.py").exists()
+    assert "VERSION" not in project.patch_file.read_text()
+    assert_applied_at_the_pin(project, checkout, upstream, tmp_path)
+
+
+def test_a_port_file_changed_by_two_commits_is_refused_and_nothing_is_written(pinned, tmp_path):
     project, _, _, commit = pinned
     checkout = applied_checkout(pinned, tmp_path)
-    project.patch_file.write_text(project.patch_file.read_text().replace("NEW = True", "NEW = False"))
-    with pytest.raises(KitError, match="not the current demo.patch"):
-        exporting.export_project(project, checkout, commit)
+    before = kit_files(project)
+    patchqueue.import_queue(project, checkout, commit)
+    write_files(checkout, {"pkg/new_module.py": "NEW = 'later'\n"})
+    git(checkout, "commit", "-qam", "later change")
+    with pytest.raises(KitError, match="pkg/new_module.py, a file the kit wrote, is changed by the commits of both "
+                                       "version and later-change.*--fixup"):
+        patchqueue.export_project(project, checkout, commit)
+    assert kit_files(project) == before
 
 
-def test_export_check_finds_a_stale_root_patch_and_a_hand_edited_queue_patch(pinned, tmp_path):
+def test_export_refuses_uncommitted_changes_and_a_queue_changed_since_import(pinned, tmp_path):
+    project, _, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    patchqueue.import_queue(project, checkout, commit)
+    write_files(checkout, {"pkg/scratch.py": "x = 1\n"})
+    with pytest.raises(KitError, match="not committed to patch-queue/kit: pkg/scratch.py"):
+        patchqueue.export_project(project, checkout, commit)
+    (checkout / "pkg/scratch.py").unlink()
+    (project.port_dir / "pkg/new_module.py").write_text("NEW = 'edited in port/ meanwhile'\n")
+    before = kit_files(project)
+    with pytest.raises(KitError, match="changed since `series import`"):
+        patchqueue.export_project(project, checkout, commit)
+    assert kit_files(project) == before
+    assert git(checkout, "symbolic-ref", "HEAD") == f"refs/heads/{patchqueue.QUEUE_BRANCH}"
+
+
+def test_import_refuses_edits_that_are_not_the_root_patch_and_a_second_import(pinned, tmp_path):
+    project, _, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    patched = (checkout / "pkg/core.py").read_text()
+    (checkout / "pkg/core.py").write_text("my edit\n")
+    with pytest.raises(KitError, match="holds changes that are not .*demo.patch: pkg/core.py"):
+        patchqueue.import_queue(project, checkout, commit)
+    (checkout / "pkg/core.py").write_text(patched)
+    (checkout / "notes.txt").write_text("mine\n")
+    with pytest.raises(KitError, match="holds changes that are not .*demo.patch: notes.txt"):
+        patchqueue.import_queue(project, checkout, commit)
+    assert not git(checkout, "branch", "--list", patchqueue.QUEUE_BRANCH)
+    (checkout / "notes.txt").unlink()
+    patchqueue.import_queue(project, checkout, commit)
+    with pytest.raises(KitError, match="has a patch-queue/kit branch already"):
+        patchqueue.import_queue(project, checkout, commit)
+
+
+def test_import_of_a_pristine_checkout_checks_the_branch_out_and_drop_brings_the_root_patch(pinned, tmp_path):
     project, upstream, _, commit = pinned
-    assert exporting.stale_files(project, upstream, commit) == []
+    checkout = fresh_copy(upstream, tmp_path / "checkout")
+    patchqueue.import_queue(project, checkout, commit)
+    tip = git(checkout, "rev-parse", "HEAD")
+    assert (checkout / "pkg/new_module.py").read_text() == "NEW = True\n"
+    assert git(checkout, "status", "--porcelain") == ""
+    write_files(checkout, {"pkg/core.py": "abandoned\n"})
+    patchqueue.drop_queue(project, checkout)
+    assert_applied_at_the_pin(project, checkout, upstream, tmp_path)
+    patchqueue.import_queue(project, checkout, commit)
+    assert git(checkout, "rev-parse", "HEAD") == tip  # the same queue, the same commits
+
+
+def test_export_without_a_branch_brings_a_port_edit_into_the_checkout(pinned, tmp_path):
+    """port/ is the source: an edit there reaches the checkout by export (the root patch swapped), never back."""
+    project, _, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    (project.port_dir / "pkg/new_module.py").write_text("NEW = 'from port'\n")
+    result = patchqueue.export_project(project, checkout, commit)
+    assert [Path(p).name for p in result.written] == ["demo.patch"] and "applied" in result.checkout
+    assert (checkout / "pkg/new_module.py").read_text() == "NEW = 'from port'\n"
+    assert patching.patch_state(checkout, project.patch_file)[0] is patching.PatchState.APPLIED
+    (checkout / "pkg/new_module.py").write_text("NEW = 'edited in the checkout'\n")
+    (project.port_dir / "pkg/new_module.py").write_text("NEW = 'from port, again'\n")
+    result = patchqueue.export_project(project, checkout, commit)
+    assert "not updated" in result.checkout and "pkg/new_module.py" in result.checkout
+    assert (project.port_dir / "pkg/new_module.py").read_text() == "NEW = 'from port, again'\n"
+
+
+def test_export_check_finds_a_stale_root_patch_and_a_hand_edited_queue_patch(pinned):
+    project, upstream, _, commit = pinned
+    assert patchqueue.stale_files(project, upstream, commit) == []
     fix, more = project.queue_dir / "core-fix.patch", project.queue_dir / "core-more.patch"
     fix.write_text(fix.read_text().replace("+line 20 patched", "+line 20 patched by hand"))
     # core-fix's post-image blob id and core-more's pre-image one name the old content; the root patch too
-    assert exporting.stale_files(project, upstream, commit) == [fix, more, project.patch_file]
-    exporting.export_project(project, upstream, commit)  # a pristine tree: nothing to pull, rebuild only
-    assert exporting.stale_files(project, upstream, commit) == []
+    assert set(patchqueue.stale_files(project, upstream, commit)) == {fix, more, project.patch_file}
+    patchqueue.export_project(project, upstream, commit)  # no branch: the queue normalised, the root rebuilt
+    assert patchqueue.stale_files(project, upstream, commit) == []
     assert "+line 20 patched by hand" in project.patch_file.read_text()
 
 
-def test_export_leaves_out_ignored_files_kit_links_and_the_real_index(pinned, tmp_path):
-    project, _, _, commit = pinned
+def test_import_and_export_leave_out_ignored_files_and_kit_links(pinned, tmp_path):
+    project, upstream, _, commit = pinned
     checkout = applied_checkout(pinned, tmp_path)
     (checkout / "build").mkdir()
     (checkout / "build" / "ext.so").write_text("binary")
     sources.exclude_local_paths(checkout, flashocc=True)
     (checkout / "test").symlink_to("..")
-    index_before = (checkout / ".git" / "index").read_bytes()
-    result = exporting.export_project(project, checkout, commit)
-    assert result.pulled == {} and "build/ext.so" not in project.patch_file.read_text()
-    assert (checkout / ".git" / "index").read_bytes() == index_before
+    before = kit_files(project)
+    patchqueue.import_queue(project, checkout, commit)
+    assert "build/ext.so" not in git(checkout, "ls-files") and "test" not in git(checkout, "ls-files").split()
+    patchqueue.export_project(project, checkout, commit)
+    assert kit_files(project) == before and (checkout / "build" / "ext.so").exists()
+    (checkout / "test").unlink()  # the comparison's throwaway repository does not read .git/info/exclude
+    assert_applied_at_the_pin(project, checkout, upstream, tmp_path)
+
+
+def test_round_trip_on_the_real_flashocc_queue(tmp_path):
+    """The same round trip on a copy of the workspace's FlashOCC checkout and its queue."""
+    from flashocc_kit.pins import load_projects
+
+    real = load_projects()["flashocc"]
+    source = KIT_ROOT / real.path
+    if not gitutil.is_git_toplevel(source):
+        pytest.skip(f"no FlashOCC checkout at {source}: run `python3 tools/kit.py setup`")
+    skip = {"data", "mmdetection3d", "test", "work_dirs", "ckpts"}
+    checkout = tmp_path / "FlashOCC"
+    shutil.copytree(source, checkout, symlinks=True, ignore=lambda d, names: [
+        n for n in names if (Path(d) == source and n in skip) or n == "__pycache__"])
+    shutil.copytree(real.queue_dir, tmp_path / "queue")
+    shutil.copytree(real.port_dir, tmp_path / "port", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(real.patch_file, tmp_path / "flashocc.patch")
+    project = Project(name="flashocc", path="FlashOCC", patch=str(tmp_path / "flashocc.patch"), repo=real.repo,
+                      ref=real.ref, commit=real.commit, queue=str(tmp_path / "queue"), port=str(tmp_path / "port"))
+    base = sources.base_commit_for_export(project, checkout)
+    patchqueue.export_project(project, checkout, base)  # the copy's root patch names the copy's queue
+    head = git(checkout, "rev-parse", "HEAD")
+    before = kit_files(project)
+    assert patchqueue.import_queue(project, checkout, base) == len(series.series_names(project))
+    git_with(checkout, {"GIT_SEQUENCE_EDITOR": "sed -i '/Name runtime-requirements.patch/s/^pick/edit/'"},
+             "rebase", "-i", base)
+    with (checkout / "requirements/runtime.txt").open("a") as fh:
+        fh.write("# the maintainer's amendment\n")
+    git(checkout, "commit", "-qa", "--amend", "--no-edit")
+    git_with(checkout, {"GIT_EDITOR": "true"}, "rebase", "--continue")
+    patchqueue.export_project(project, checkout, base)
+    assert changed_files(before, kit_files(project)) == ["flashocc.patch", "runtime-requirements.patch"]
+    assert "+# the maintainer's amendment" in (tmp_path / "queue/runtime-requirements.patch").read_text()
+    assert git(checkout, "rev-parse", "HEAD") == head and not git(checkout, "branch", "--list", "patch-queue/*")
+    assert patching.patch_state(checkout, project.patch_file)[0] is patching.PatchState.APPLIED
+    assert patchqueue.stale_files(project, checkout, base) == []
 
 
 # --- sources: recognising and refusing checkouts -------------------------------------------------
@@ -423,19 +619,28 @@ def test_cli_export_check_exits_1_on_a_stale_queue_and_0_once_exported(pinned, t
     assert cli.main(check) == 0
 
 
-def test_an_export_that_fails_at_the_end_leaves_queue_port_and_root_patch_as_they_were(pinned, tmp_path,
-                                                                                        monkeypatch):
-    project, _, _, commit = pinned
-    checkout = applied_checkout(pinned, tmp_path)
-    write_files(checkout, {"pkg/new_module.py": "NEW = 'edited'\n", "pkg/extra.py": "EXTRA = 1\n"})
-    files = [*project.queue_dir.iterdir(), project.patch_file, *project.port_dir.rglob("*.py")]
-    before = {p: p.read_bytes() for p in files}
+def test_cli_series_import_and_export_leave_the_checkout_applied(pinned, tmp_path, monkeypatch, capsys):
+    from flashocc_kit import cli
 
-    def fails(*args, **kwargs):
-        raise KitError("the build failed")
-
-    monkeypatch.setattr(series, "build_root_patch", fails)
-    with pytest.raises(KitError, match="the build failed"):
-        exporting.export_project(project, checkout, commit, into="core-more")
-    assert {p: p.read_bytes() for p in files} == before
-    assert not (project.port_dir / "pkg/extra.py").exists()
+    project, upstream, _, commit = pinned
+    pins = tmp_path / "pins.ini"
+    pins.write_text("\n".join(f"[project:{name}]\npath = {name}\npatch = {project.patch_file}\nrepo = {project.repo}\n"
+                              f"ref = main\ncommit = {commit}\nqueue = {project.queue}\nport = {project.port}\n"
+                              for name in ("flashocc", "mmcv", "mmdet", "mmdet3d")))
+    monkeypatch.setenv("FLASHOCC_KIT_PINS", str(pins))
+    workspace = tmp_path / "ws"
+    fresh_copy(upstream, workspace / "mmcv")
+    kit = ["--workspace", str(workspace)]
+    assert cli.main([*kit, "export", "mmcv"]) == 0 and cli.main([*kit, "apply", "mmcv"]) == 0
+    assert cli.main([*kit, "series", "import", "mmcv"]) == 0
+    assert Workspace.at(workspace).status_rows()[1]["revision"] == f"{commit[:12]} + patch-queue/kit"
+    amend(workspace / "mmcv", commit, "core-fix", {"README.md": "edited\n"})
+    assert cli.main([*kit, "series", "export", "--check", "mmcv"]) == 0  # the committed files are still consistent
+    assert "has patch-queue/kit" in capsys.readouterr().out
+    assert cli.main([*kit, "series", "export", "mmcv"]) == 0
+    assert "core-fix.patch" in capsys.readouterr().out
+    rows = Workspace.at(workspace).status_rows()
+    assert (rows[1]["revision"], rows[1]["pin ok"], rows[1]["patch"]) == (commit[:12], "yes", "applied")
+    capsys.readouterr()
+    assert cli.main([*kit, "export", "mmcv", "--into", "x"]) == 2
+    assert "--into x: export no longer takes a checkout's edits. Fix: `kit.py series import" in capsys.readouterr().err

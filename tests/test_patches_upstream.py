@@ -82,7 +82,7 @@ def test_patch_applies_to_the_pristine_pinned_checkout(project, sources_dir, tmp
 def test_committed_patches_are_what_the_queue_and_port_build(name):
     """The root patch and every queued patch are byte for byte what `kit.py export` writes: nobody edited a
     .patch by hand, and nobody forgot to export (`kit.py export --check`)."""
-    from flashocc_kit.exporting import stale_files
+    from flashocc_kit.patchqueue import stale_files
     from flashocc_kit.workspace import Workspace
 
     project = PROJECTS[name]

@@ -19,13 +19,17 @@ STABLE_CONFIG = (
     "-c", "diff.relative=false",
     "-c", "color.ui=false",
     "-c", "advice.detachedHead=false",
+    "-c", "core.attributesFile=",
+    "-c", "diff.suppressBlankEmpty=false",
+    "-c", "i18n.commitEncoding=UTF-8",
+    "-c", "i18n.logOutputEncoding=UTF-8",
 )
 
 # Options that make `git diff` output the same bytes for the same trees, whatever the configuration:
 # the form the kit's patches are written in (full blob ids on every `index` line).
 DIFF_OPTIONS = ("--full-index", "--binary", "--no-renames", "--no-ext-diff", "--no-textconv",
-                "--no-color", "--src-prefix=a/", "--dst-prefix=b/", "--unified=3",
-                "--diff-algorithm=myers", "--no-relative")
+                "--no-color", "--src-prefix=a/", "--dst-prefix=b/", "--unified=3", "--inter-hunk-context=0",
+                "--diff-algorithm=myers", "--indent-heuristic", "--no-relative", "-O/dev/null")
 
 
 def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
@@ -40,10 +44,10 @@ def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = 
     return proc
 
 
-def git_bytes(cwd: Path, *args: str) -> bytes:
+def git_bytes(cwd: Path, *args: str, env: dict[str, str] | None = None) -> bytes:
     """Run `git args` in cwd and return its raw output (file contents that must not be decoded)."""
     proc = subprocess.run(["git", *STABLE_CONFIG, *args], cwd=cwd, capture_output=True,
-                          env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+                          env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", **(env or {})})
     if proc.returncode != 0:
         raise KitError(f"`git {' '.join(args)}` failed in {cwd}:\n{proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout

@@ -1,4 +1,4 @@
-"""Applying, checking and exporting the kit's patches, atomically and verifiably.
+"""Applying and checking the kit's root patches, atomically and verifiably.
 
 Every patch is checked against the blob ids on its `index` lines before `git apply` runs, so a
 file edited locally or taken from another revision is named precisely, and nothing is written
@@ -74,39 +74,6 @@ def patch_state(project_dir: Path, patch_file: Path) -> tuple[PatchState, list[F
     return PatchState.CONFLICT, checks
 
 
-APPLIED_RECORD = "flashocc-kit-applied"  # in a checkout's git directory: the root patch it was given
-
-
-def _record_path(project_dir: Path) -> Path | None:
-    if not gitutil.is_git_toplevel(project_dir):
-        return None
-    return Path(gitutil.git(project_dir, "rev-parse", "--absolute-git-dir").stdout.strip()) / APPLIED_RECORD
-
-
-def record_applied(project_dir: Path, patch_file: Path) -> None:
-    """Remember which root patch (by content) the checkout holds, for `export` to tell edits from updates."""
-    record = _record_path(project_dir)
-    if record is not None:
-        record.write_text(f"{patch_file.name} {gitutil.blob_id(patch_file.read_bytes())}\n")
-
-
-def applied_elsewhere(project_dir: Path, patch_file: Path) -> str | None:
-    """A description of the older root patch the checkout holds, or None if it holds this one (or is unrecorded)."""
-    record = _record_path(project_dir)
-    if record is None or not record.is_file():
-        return None
-    name, _, blob = record.read_text().strip().partition(" ")
-    if blob == gitutil.blob_id(patch_file.read_bytes()):
-        return None
-    return f"another version of {name} (blob {blob[:12]})"
-
-
-def _forget_applied(project_dir: Path) -> None:
-    record = _record_path(project_dir)
-    if record is not None and record.exists():
-        record.unlink()
-
-
 def _git_apply(project_dir: Path, patch_file: Path, *flags: str) -> tuple[bool, str]:
     env = None if gitutil.is_git_toplevel(project_dir) else gitutil.outside_repo_env(project_dir)
     proc = gitutil.git(project_dir, "apply", *flags, str(patch_file.resolve()), check=False, env=env)
@@ -145,7 +112,6 @@ def apply_patch(project: str, project_dir: Path, patch_file: Path) -> ApplyResul
         ok, err = _git_apply(project_dir, patch_file, "--check", "--reverse")
         if not ok:
             raise KitError(f"{project}: files look patched but `git apply --reverse --check` fails:\n{err}")
-        record_applied(project_dir, patch_file)
         return ApplyResult(project, "already applied")
     if state is PatchState.CONFLICT:
         bad = [c.describe() for c in checks if not c.is_pre]
@@ -167,7 +133,6 @@ def apply_patch(project: str, project_dir: Path, patch_file: Path) -> ApplyResul
         _git_apply(project_dir, patch_file, "--reverse")
         raise KitError(f"{project}: after applying, these files do not match the patch's post-image "
                        "(reverted):\n" + "\n".join(c.describe() for c in checks if not c.is_post))
-    record_applied(project_dir, patch_file)
     return ApplyResult(project, "applied")
 
 
@@ -182,5 +147,4 @@ def revert_patch(project: str, project_dir: Path, patch_file: Path) -> str:
     ok, err = _git_apply(project_dir, patch_file, "--reverse")
     if not ok:
         raise KitError(f"{project}: `git apply --reverse` failed; nothing was changed.\n{err}")
-    _forget_applied(project_dir)
     return "reverted"

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import gitutil
 from .errors import KitError, SourcesUnavailable
 from .patching import PatchState, patch_state
+from .patchqueue import QUEUE_BRANCH, on_queue_branch, read_record
 from .pins import Project
 from .pypi import download_sdist, unpack_sdist
 
@@ -47,17 +48,19 @@ def check_pin(project: Project, path: Path) -> PinCheck:
             if tree == project.sdist_tree:
                 return PinCheck(True, f"plain directory = {project.sdist}")
         return PinCheck(None, "plain directory (verified by blob ids only)")
-    head = gitutil.head_commit(path)
+    record = read_record(path) if on_queue_branch(path) else None
+    head = record.base if record else gitutil.head_commit(path)
     if head is None:
         return PinCheck(False, "git repository without commits")
+    queued = f" + {QUEUE_BRANCH}" if record else ""
     if project.commit:
-        return PinCheck(head == project.commit, head[:12], project.commit if head == project.commit else None)
+        return PinCheck(head == project.commit, head[:12] + queued, project.commit if head == project.commit else None)
     tag_commit = gitutil.resolve_commit(path, f"refs/tags/{project.ref}")
     if tag_commit == head:
-        return PinCheck(True, f"{project.ref} ({head[:12]})", head)
-    tree = gitutil.git(path, "rev-parse", "HEAD^{tree}").stdout.strip()
+        return PinCheck(True, f"{project.ref} ({head[:12]}){queued}", head)
+    tree = gitutil.git(path, "rev-parse", f"{head}^{{tree}}").stdout.strip()
     if project.sdist_tree and tree == project.sdist_tree:
-        return PinCheck(True, f"{project.sdist} ({head[:12]})", head)
+        return PinCheck(True, f"{project.sdist} ({head[:12]}){queued}", head)
     return PinCheck(False, head[:12])
 
 
@@ -88,8 +91,8 @@ def verify_existing(project: Project, path: Path) -> PinCheck:
             more = f"\n  ... and {len(foreign) - 20} more" if len(foreign) > 20 else ""
             raise KitError(
                 f"{project.name}: {path} has local changes that are not {project.patch}:\n{shown}{more}\n"
-                f"Fix: keep them with `git -C {path} stash -u` (or commit them elsewhere), or, if they are "
-                f"meant for the kit, export them with `python3 tools/kit.py export {project.name}`.")
+                f"Fix: keep them with `git -C {path} stash -u` (or commit them elsewhere); changes meant for the "
+                f"kit go into port/ or the patch queue (README, \"Maintaining the patches\").")
     return pin
 
 

@@ -1,60 +1,64 @@
-"""`kit.py export`: a patched checkout's edits go into the patch queue and the port; the root patch is rebuilt.
+"""`kit.py export`: the patch queue written back from its git branch (or rebuilt from patches/), the root patch built.
 
-With --check, nothing is written: the exit status says whether each committed root patch is what its queue
-and port build (the test suite runs this).
+With a queue imported (`kit.py series import`), the branch's commits become the queue, the port files and the
+root patch, and the checkout goes back to the pin with the root patch applied. Without one, the queued patches
+are normalised and the root patch rebuilt from them and port/. With --check nothing is written: exit 1 when a
+committed file is not what the queue builds (the test suite runs this).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
-from .. import sources
+from .. import gitutil, sources
 from ..errors import KitError
-from ..exporting import export_project, stale_files
-from ..series import read_queue
+from ..patchqueue import QUEUE_BRANCH, export_project, read_record, stale_files
+from ..pins import KIT_ROOT
 from ..workspace import Workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="put a checkout's edits into the patch queue and port/, rebuild the root patch",
+    p = sub.add_parser("export", help="write the patch queue back from its branch (or rebuild it), build root patches",
                        description=__doc__.splitlines()[0])
     p.add_argument("projects", nargs="*", help="flashocc, mmcv, mmdet and/or mmdet3d (default: all four)")
-    p.add_argument("--into", metavar="PATCH",
-                   help="the queued patch an edit belongs to (default: the last one that changes that file; "
-                        "required for files no patch changes yet); `kit.py series` lists them")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a committed root patch is stale")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a committed file is stale")
+    p.add_argument("--into", help=argparse.SUPPRESS)  # gone: named here to say what replaced it
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    ws = Workspace.at(args.workspace)
-    projects = ws.select(args.projects)
-    if args.into and len(projects) != 1:
-        raise KitError("--into names a patch of one project's queue: name that one project")
-    if args.into:
-        names = [patch.name for patch in read_queue(projects[0])]
-        if args.into not in names:
-            raise KitError(f"--into {args.into}: no such patch in the {projects[0].name} series. Fix: name one of "
-                           f"{', '.join(names)} (`kit.py series {projects[0].name}`)")
+    if args.into is not None:
+        raise KitError(f"--into {args.into}: export no longer takes a checkout's edits. Fix: `kit.py series import "
+                       "PROJECT`, amend that patch's commit with git, then `kit.py series export PROJECT`")
+    return export(Workspace.at(args.workspace), args.projects, args.check)
+
+
+def export(ws: Workspace, names: list[str], check: bool) -> int:
     stale = []
-    for project in projects:
+    for project in ws.select(names):
         checkout = ws.dir(project.name)
-        if not checkout.is_dir():
-            raise KitError(f"{project.name}: no checkout at {checkout} to build {project.patch} in. "
+        if not gitutil.is_git_toplevel(checkout):
+            raise KitError(f"{project.name}: no git checkout at {checkout} to build {project.patch} in. "
                            "Fix: `python3 tools/kit.py sources`.")
         base = sources.base_commit_for_export(project, checkout)
-        if args.check:
-            found = [str(path.relative_to(project.patch_file.parent)) for path in stale_files(project, checkout, base)]
+        if check:
+            found = [os.path.relpath(path, KIT_ROOT) for path in stale_files(project, checkout, base)]
             print(f"{'STALE' if found else 'current':9s} {project.patch}")
             for path in found:
                 print(f"  {path}: not what export writes")
             stale += found
+            if read_record(checkout):
+                print(f"  ({project.path} has {QUEUE_BRANCH}: `kit.py series export {project.name}` writes it)")
             continue
-        result = export_project(project, checkout, base, into=args.into)
-        print(f"{'written' if result.patch_written else 'unchanged':9s} {project.patch}")
-        for line in result.lines():
-            print(line)
+        result = export_project(project, checkout, base)
+        print(f"{'written' if result.written else 'unchanged':9s} {project.patch}")
+        for path in result.written:
+            print(f"  {os.path.relpath(path, KIT_ROOT)}")
+        if result.checkout:
+            print(f"  {result.checkout}")
     if stale:
         print(f"{len(stale)} file(s) stale. Fix: `python3 tools/kit.py export`, then commit the result.")
         return 1
     return 0
+
