@@ -220,6 +220,7 @@ def assert_applied_at_the_pin(project: Project, checkout: Path, upstream: Path, 
     """Back where import found it: HEAD as before, no queue branch, the root patch applied and reproducing it."""
     assert git(checkout, "symbolic-ref", "HEAD") == "refs/heads/main"
     assert not git(checkout, "branch", "--list", patchqueue.QUEUE_BRANCH)
+    assert git(checkout, "diff", "--cached", "--name-only") == ""  # the index at the pin, the patch unstaged
     assert patching.patch_state(checkout, project.patch_file)[0] is patching.PatchState.APPLIED
     fresh = fresh_copy(upstream, tmp_path / "fresh")
     patching.apply_patch("demo", fresh, project.patch_file)
@@ -288,7 +289,7 @@ def test_a_new_commit_is_a_new_patch_with_a_dep3_header_and_its_new_files_in_por
     assert series.series_names(project)[-1] == "extra-a-module-of-our-own.patch"
     added = series.read_queue(project)[-1]
     today = git(upstream, "log", "-1", "--format=%cs")
-    assert added.fields == {"Description": "Extra: a module of our own\n\nIt is needed because of reasons.",
+    assert added.fields == {"Description": "Extra: a module of our own\nIt is needed because of reasons.",
                             "Origin": "vendor", "Author": "t", "Forwarded": "no", "Kit-Files": "pkg/extra.py",
                             "Last-Update": today}
     assert added.touched == ["README.md"] and (project.port_dir / "pkg/extra.py").read_text() == "EXTRA = 1\n"
@@ -350,6 +351,30 @@ def test_export_refuses_uncommitted_changes_and_a_queue_changed_since_import(pin
         patchqueue.export_project(project, checkout, commit)
     assert kit_files(project) == before
     assert git(checkout, "symbolic-ref", "HEAD") == f"refs/heads/{patchqueue.QUEUE_BRANCH}"
+
+
+def test_an_export_interrupted_while_writing_is_finished_by_running_it_again(pinned, tmp_path, monkeypatch):
+    project, upstream, _, commit = pinned
+    checkout = applied_checkout(pinned, tmp_path)
+    patchqueue.import_queue(project, checkout, commit)
+    amend(checkout, commit, "core-fix", {"README.md": "upstream, fixed\n"})
+    calls = []
+    real_write = Path.write_bytes
+
+    def interrupted(self, data):
+        calls.append(self)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        patchqueue.export_project(project, checkout, commit)
+    monkeypatch.undo()
+    assert git(checkout, "symbolic-ref", "HEAD") == f"refs/heads/{patchqueue.QUEUE_BRANCH}"  # not lost
+    patchqueue.export_project(project, checkout, commit)
+    assert "+upstream, fixed" in (project.queue_dir / "core-fix.patch").read_text()
+    assert_applied_at_the_pin(project, checkout, upstream, tmp_path)
 
 
 def test_import_refuses_edits_that_are_not_the_root_patch_and_a_second_import(pinned, tmp_path):

@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -45,6 +45,7 @@ class Imported:
     base: str  # the pin the queue sits on
     head: str  # HEAD before the import: a ref (refs/heads/...) or a commit id
     tip: str  # the branch as import made it (the queue as it was then)
+    exporting: bool = False  # an export began writing: patches/ and port/ are the branch's, not the import's
 
 
 @dataclass
@@ -68,6 +69,10 @@ def read_record(repo: Path) -> Imported | None:
     if not record.is_file() or gitutil.resolve_commit(repo, BRANCH_REF) is None:
         return None
     return Imported(**json.loads(record.read_text()))
+
+
+def _record(repo: Path, record: Imported) -> None:
+    (_git_dir(repo) / RECORD).write_text(json.dumps(asdict(record)) + "\n")
 
 
 def on_queue_branch(repo: Path) -> bool:
@@ -104,7 +109,7 @@ def commit_queue(project: Project, repo: Path, base: str, env: dict[str, str]) -
             proc = gitutil.git(repo, "apply", "--cached", "-", env=env, input_text=patch.diff, check=False)
             if proc.returncode != 0:
                 raise KitError(f"{patch.path} does not apply after the patches before it in the series:\n"
-                               f"{proc.stderr.strip()}\nFix: restore it (`git checkout -- {_rel(patch.path)}`) or "
+                               f"{proc.stderr.strip()}\nFix: restore it (`git checkout -- {shown(patch.path)}`) or "
                                "make the change through the queue branch (`kit.py series import`)")
         if patch.kit_files:
             files = [project.port_dir / rel for rel in patch.kit_files]
@@ -128,12 +133,11 @@ def _fields_of(message: str, author: str, source: str) -> tuple[dict[str, str], 
     if any(line.startswith("diff --git") for line in lines):
         raise KitError(f"commit {source}: a line of its message starts with `diff --git`, which is where "
                        "format-patch's readers take the diff to begin. Fix: indent that line (`git commit --amend`)")
-    if lines[0].startswith(("Description:", "Subject:")):
+    if lines[0].startswith("Description:"):
         fields = series.parse_fields(lines, f"commit {source}")
-        if "Description" not in fields:
-            fields = {"Description": fields.pop("Subject"), **fields}
     else:  # a plain git message: its subject and body are the Description
-        fields = {"Description": "\n".join(line.rstrip() for line in lines)}
+        body = lines[2:] if len(lines) > 1 and not lines[1].strip() else lines[1:]
+        fields = {"Description": "\n".join(line.rstrip() for line in [lines[0], *body])}
     name = fields.pop(NAME_FIELD, "")
     name = name[len("Name "):] if name.startswith("Name ") else ""
     fields.setdefault("Origin", "vendor")
@@ -234,28 +238,18 @@ def _current(path: Path) -> bytes | None:
 
 
 def _write(project: Project, built: Built) -> list[Path]:
-    """Write the export; on any failure, every file as it was."""
-    targets = _targets(project, built)
-    changed = {path: data for path, data in targets.items() if _current(path) != data}
-    originals = {path: _current(path) for path in changed}
-    try:
-        for path, data in changed.items():
-            if data is None:
-                path.unlink()
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-        for rel, (mode, _) in built.port.items():
-            (project.port_dir / rel).chmod(0o755 if mode == "100755" else 0o644)
-    except BaseException:
-        for path, data in originals.items():
-            if data is None:
-                if path.exists():
-                    path.unlink()
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-        raise
+    """Write the export; the branch stays until the end, so an interrupted export is finished by running it again."""
+    changed = {path: data for path, data in _targets(project, built).items() if _current(path) != data}
+    for path, data in changed.items():
+        if data is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    for rel, (mode, _) in built.port.items():
+        path = project.port_dir / rel
+        if os.access(path, os.X_OK) != (mode == "100755"):
+            path.chmod(path.stat().st_mode ^ 0o111)
     return sorted(changed)
 
 
@@ -277,8 +271,9 @@ def stale_files(project: Project, repo: Path, base: str) -> list[Path]:
                   if _current(path) != data)
 
 
-def _rel(path: Path) -> str:
-    return os.path.relpath(path, KIT_ROOT) if str(path).startswith(str(KIT_ROOT)) else str(path)
+def shown(path: Path) -> str:
+    """A path as the user reads it: relative to the kit root when inside it."""
+    return str(path.relative_to(KIT_ROOT)) if KIT_ROOT in path.parents else str(path)
 
 
 def _refit_checkout(project: Project, checkout: Path, old_root: str) -> str:
@@ -332,13 +327,15 @@ def export_project(project: Project, checkout: Path, base: str) -> ExportResult:
         raise KitError(f"{project.name}: {checkout} has changes not committed to {QUEUE_BRANCH}: "
                        f"{', '.join(dirty[:10])}. Fix: commit them (`git commit --amend` into the patch's commit, or a "
                        "new commit for a new patch), or `git stash -u` them, then export again")
-    if queue_tip(project, checkout, record.base) != record.tip:
-        queue, port = _rel(project.queue_dir), _rel(project.port_dir)
+    if not record.exporting and queue_tip(project, checkout, record.base) != record.tip:
+        queue, port = shown(project.queue_dir), shown(project.port_dir)
         raise KitError(f"{project.name}: {queue} or {port} changed since `series import`, and the export would "
                        f"overwrite that change. Fix: make it on {QUEUE_BRANCH} too, restore the files (`git checkout "
                        f"-- {queue} {port}`), then export; or `kit.py series drop {project.name}` and import again")
     tip = gitutil.git(checkout, "rev-parse", BRANCH_REF).stdout.strip()
-    written = _write(project, build_from_commits(project, checkout, record.base, tip, {}))
+    built = build_from_commits(project, checkout, record.base, tip, {})
+    _record(checkout, Imported(record.base, record.head, record.tip, exporting=True))
+    written = _write(project, built)
     _leave_branch(checkout, record)
     return ExportResult(written, f"{checkout}: back on the pin, {project.patch} applied")
 
@@ -369,15 +366,12 @@ def import_queue(project: Project, checkout: Path, base: str) -> int:
                        f"{', '.join(edited[:10])}. "
                        f"Fix: make them in port/ or, after the import, on {QUEUE_BRANCH}; restore the files "
                        f"(`git -C {checkout} checkout -- <file>`, `kit.py apply {project.name}`), then import")
+    if state is PatchState.APPLIED and build_from_queue(project, checkout, base).root != \
+            read_patch_text(project.patch_file):
+        raise KitError(f"{project.name}: {project.patch} is not what the queue builds, so the checkout is not the "
+                       f"queue's tip. Fix: `python3 tools/kit.py export {project.name}`, then import")
     with scratch(checkout, objects=False) as env:
         tip = commit_queue(project, checkout, base, env)
-        if state is PatchState.APPLIED and checks:
-            gitutil.git(checkout, "read-tree", base, env=env)
-            gitutil.git(checkout, "apply", "--cached", str(project.patch_file), env=env)
-            if gitutil.git(checkout, "write-tree", "--missing-ok", env=env).stdout.strip() != \
-                    gitutil.git(checkout, "rev-parse", f"{tip}^{{tree}}").stdout.strip():
-                raise KitError(f"{project.name}: {project.patch} is not what the queue builds, so the checkout is not "
-                               f"the queue's tip. Fix: `python3 tools/kit.py export {project.name}`, then import")
     head = gitutil.git(checkout, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip() or \
         gitutil.git(checkout, "rev-parse", "HEAD").stdout.strip()
     gitutil.git(checkout, "update-ref", BRANCH_REF, tip, "0" * 40)
@@ -386,19 +380,16 @@ def import_queue(project: Project, checkout: Path, base: str) -> int:
         gitutil.git(checkout, "reset", "-q")
     else:
         gitutil.git(checkout, "checkout", "-q", QUEUE_BRANCH)
-    (_git_dir(checkout) / RECORD).write_text(json.dumps({"base": base, "head": head, "tip": tip}) + "\n")
+    _record(checkout, Imported(base, head, tip))
     return len(gitutil.git(checkout, "rev-list", f"{base}..{tip}").stdout.split())
 
 
 def drop_queue(project: Project, checkout: Path) -> None:
-    """Discard the queue branch and its uncommitted changes; the checkout back on the pin, the root patch applied."""
+    """Discard the queue branch and its changes (not new untracked files); back on the pin, the root patch applied."""
     record = read_record(checkout)
     if record is None:
         raise KitError(f"{project.name}: {checkout} has no imported queue to drop. Fix: nothing to do "
                        f"(`kit.py series import {project.name}` makes one)")
-    target = record.head[len("refs/heads/"):] if record.head.startswith("refs/heads/") else record.head
-    gitutil.git(checkout, "checkout", "-q", "-f", *(() if record.head.startswith("refs/") else ("--detach",)), target)
-    gitutil.git(checkout, "branch", "-q", "-D", QUEUE_BRANCH)
-    (_git_dir(checkout) / RECORD).unlink()
-    apply_patch(project.name, checkout, project.patch_file)
+    gitutil.git(checkout, "reset", "-q", "--hard", record.tip)  # the work tree: the root patch applied
+    _leave_branch(checkout, record)
 

@@ -9,12 +9,10 @@ committed file is not what the queue builds (the test suite runs this).
 from __future__ import annotations
 
 import argparse
-import os
 
 from .. import gitutil, sources
 from ..errors import KitError
-from ..patchqueue import QUEUE_BRANCH, export_project, read_record, stale_files
-from ..pins import KIT_ROOT
+from ..patchqueue import QUEUE_BRANCH, export_project, read_record, shown, stale_files
 from ..workspace import Workspace
 
 
@@ -43,7 +41,7 @@ def export(ws: Workspace, names: list[str], check: bool) -> int:
                            "Fix: `python3 tools/kit.py sources`.")
         base = sources.base_commit_for_export(project, checkout)
         if check:
-            found = [os.path.relpath(path, KIT_ROOT) for path in stale_files(project, checkout, base)]
+            found = [shown(path) for path in stale_files(project, checkout, base)]
             print(f"{'STALE' if found else 'current':9s} {project.patch}")
             for path in found:
                 print(f"  {path}: not what export writes")
@@ -54,7 +52,7 @@ def export(ws: Workspace, names: list[str], check: bool) -> int:
         result = export_project(project, checkout, base)
         print(f"{'written' if result.written else 'unchanged':9s} {project.patch}")
         for path in result.written:
-            print(f"  {os.path.relpath(path, KIT_ROOT)}")
+            print(f"  {shown(path)}")
         if result.checkout:
             print(f"  {result.checkout}")
     if stale:

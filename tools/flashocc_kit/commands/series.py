@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import patchqueue, series, sources
+from .. import gitutil, patchqueue, series, sources
 from ..errors import KitError
 from ..workspace import Workspace
 from .export import export
@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
             raise KitError(f"series {action}: name one project ({', '.join(ws.projects)})")
         project = ws.select(names)[0]
         checkout = ws.dir(project.name)
+        if not gitutil.is_git_toplevel(checkout):
+            raise KitError(f"{project.name}: no git checkout at {checkout}. Fix: `python3 tools/kit.py sources`")
         if action == "drop":
             patchqueue.drop_queue(project, checkout)
             print(f"dropped {patchqueue.QUEUE_BRANCH} in {checkout}; {project.patch} applied")
