@@ -22,7 +22,6 @@ import pytest
 
 from conftest import KIT_ROOT
 from test_cpu_runs import run_env
-from test_run_survival import small_train_infos
 
 pytestmark = pytest.mark.cell
 
@@ -91,21 +90,19 @@ ADD_RELU_CALLS = re.compile(r"\[test\] rank (\d+): mx_driving\.npu_add_relu call
 
 
 @pytest.fixture(scope="module")
-def pair(rehearsal_ready, tmp_path_factory):
-    """The smoke config trained one epoch on 40 samples (10 iterations) and evaluated: on the CPU over gloo, and
-    rehearsed on two emulated NPUs over hccl, profiled (3 warm-up steps, 5 recorded)."""
+def pair(rehearsal_ready, two_epoch_smoke_run, tmp_path_factory):
+    """The smoke config trained 2 epochs on 24 samples (12 iterations) and evaluated: on the CPU over gloo (the run
+    the resume test shares), and rehearsed on two emulated NPUs over hccl, profiled (3 warm-up steps, 5 recorded)."""
     root = rehearsal_ready
     tmp = tmp_path_factory.mktemp("rehearsal")
-    infos = small_train_infos(root, tmp, samples=40)
-    common = ("--epochs", "1", "--log-interval", "1", "--cfg-options", f"data.train.ann_file={infos}")
-    cpu = run_script(root, SMOKE_SCRIPT, tmp / "cpu-work", tmp / "cpu-out", *common)
+    cpu = two_epoch_smoke_run
     site = tmp / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(ADD_RELU_SITECUSTOMIZE)
     pythonpath = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     npu = run_script(root, SMOKE_SCRIPT, tmp / "npu-work", tmp / "npu-out", "--emulate-npu", "--profile-warmup", "3",
-                     *common, env={"PYTHONPATH": pythonpath})
-    return {"cpu": (cpu, tmp / "cpu-work", tmp / "cpu-out"), "npu": (npu, tmp / "npu-work", tmp / "npu-out")}
+                     *cpu["args"][1:], env={"PYTHONPATH": pythonpath})
+    return {"cpu": (cpu["proc"], cpu["work"], cpu["out"]), "npu": (npu, tmp / "npu-work", tmp / "npu-out")}
 
 
 def summary_of(out: Path) -> dict:
@@ -127,11 +124,11 @@ def test_the_smoke_run_rehearses_on_two_emulated_npus_over_hccl_with_drivingsdk(
     for rank, counted in calls.items():
         # the view transformer pools with the wheel's bev_pool_v3 (int32 ranks, or the emulated kernel would have
         # refused them), forward and backward, once an iteration
-        assert counted.get("npu_bev_pool_v3") == 10 and counted.get("npu_bev_pool_v3_backward") == 10, (rank, counted)
+        assert counted.get("npu_bev_pool_v3") == 12 and counted.get("npu_bev_pool_v3_backward") == 12, (rank, counted)
     # mmdet's ResNet blocks end in DrivingSDK's npu_add_relu (the patcher's forward): at least the image backbone's
     # 8 (ResNet-18) an iteration, on both ranks alike
     add_relu = {int(rank): int(n) for rank, n in ADD_RELU_CALLS.findall((out / "train_console.log").read_text())}
-    assert sorted(add_relu) == [0, 1] and add_relu[0] == add_relu[1] >= 8 * 10, add_relu
+    assert sorted(add_relu) == [0, 1] and add_relu[0] == add_relu[1] >= 8 * 12, add_relu
     evaluation = kernel_calls((out / "eval_console.log").read_text())  # tools/test.py on the emulated NPUs
     assert sum(counted["npu_bev_pool_v3"] for counted in evaluation.values()) == 24  # a forward per val sample
     summary = summary_of(out)
@@ -144,7 +141,7 @@ def test_the_rehearsals_losses_are_the_cpu_runs(pair):
     cpu, npu = pair["cpu"], pair["npu"]
     assert cpu[0].returncode == 0 and npu[0].returncode == 0
     expected, got = losses(cpu[1]), losses(npu[1])
-    assert len(expected) == 10 and [i for i, _ in got] == [i for i, _ in expected]
+    assert len(expected) == 12 and [i for i, _ in got] == [i for i, _ in expected]
     for (step, a), (_, b) in zip(expected, got):
         assert b == pytest.approx(a, rel=LOSS_RTOL), f"iteration {step}: CPU {a}, rehearsal {b}"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import re
 import signal
 import subprocess
@@ -22,27 +21,6 @@ from test_cpu_runs import run_env
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 
 SMOKE_ACC = "FlashOCC_R50_cpusmoke_bs4_2p_acc"
-
-
-def small_train_infos(flashocc_root: Path, tmp_path: Path, samples: int = 24) -> Path:
-    """The smoke set's first samples as a train info file: 6 iterations an epoch on 2 ranks x 2."""
-    from flashocc_kit.occ3d import info_file
-    from flashocc_kit.training.run import SMOKE_CONFIG, read_config
-
-    root = flashocc_root / read_config(flashocc_root, SMOKE_CONFIG).data_root
-    if not (root / info_file("train")).is_file():  # the smoke set, as its first run would generate it
-        from flashocc_kit.synth.generate import generate
-        from flashocc_kit.synth.options import SynthOptions
-        from flashocc_kit.training.run import SMOKE_DATA
-
-        generate(SynthOptions(**SMOKE_DATA), root, read_config(flashocc_root, SMOKE_CONFIG).data_root)
-    with (root / info_file("train")).open("rb") as fh:
-        infos = pickle.load(fh)
-    infos["infos"] = infos["infos"][:samples]
-    path = tmp_path / "train24.pkl"
-    with path.open("wb") as fh:
-        pickle.dump(infos, fh)
-    return path
 
 
 def launch(flashocc_root: Path, work: Path, out: Path, *args: str, env: dict | None = None,
@@ -67,15 +45,14 @@ def train_records(work: Path) -> list[dict]:
 
 
 @pytest.mark.cell
-def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_losses(flashocc_root, tmp_path):
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_losses(flashocc_root, tmp_path,
+                                                                                    two_epoch_smoke_run):
     """Two epochs of the smoke run (trained, then evaluated), whole; the same killed -9 (every process) in epoch 2 and
     relaunched with --resume auto: the same weights, tensor for tensor, the same loss at every logged step."""
-    infos = small_train_infos(flashocc_root, tmp_path)
-    common = ("--epochs", "2", "--log-interval", "1", "--cfg-options", f"data.train.ann_file={infos}")
+    whole = two_epoch_smoke_run
+    assert whole["proc"].returncode == 0, (whole["proc"].stdout + whole["proc"].stderr)[-3000:]
+    common = whole["args"][1:]  # launch() adds --smoke
     smoke = {"script": "train_smoke_flashocc_cpu.sh"}
-    whole = launch(flashocc_root, tmp_path / "whole", tmp_path / "out-whole", *common, **smoke)
-    output = whole.communicate(timeout=1800)[0]
-    assert whole.returncode == 0, output[-3000:]
 
     work = tmp_path / "killed"
     log = tmp_path / "killed.out"
@@ -103,18 +80,18 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_lo
     assert resumed.returncode == 0, output[-3000:]
     assert f"resuming from {work / 'epoch_1.pth'}" in output
 
-    expected, got = state_dict(tmp_path / "whole" / "epoch_2.pth"), state_dict(work / "epoch_2.pth")
+    expected, got = state_dict(whole["work"] / "epoch_2.pth"), state_dict(work / "epoch_2.pth")
     assert expected.keys() == got.keys() and len(expected) > 100
     differing = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not differing, f"{len(differing)} of {len(expected)} tensors differ, e.g. {differing[:3]}"
-    whole_epoch2 = [(r["iter"], r["loss"]) for r in train_records(tmp_path / "whole") if r["epoch"] == 2]
+    whole_epoch2 = [(r["iter"], r["loss"]) for r in train_records(whole["work"]) if r["epoch"] == 2]
     last_leg = sorted(work.glob("*.log.json"))[-1]
     resumed_epoch2 = [(r["iter"], r["loss"]) for r in map(json.loads, last_leg.read_text().splitlines()[1:])
                       if r.get("mode") == "train" and r["epoch"] == 2]
     assert resumed_epoch2 == whole_epoch2 and len(whole_epoch2) == 6
 
     summary = json.loads((tmp_path / "out-killed" / f"{SMOKE_ACC}_summary.json").read_text())
-    whole_summary = json.loads((tmp_path / "out-whole" / f"{SMOKE_ACC}_summary.json").read_text())
+    whole_summary = json.loads((whole["out"] / f"{SMOKE_ACC}_summary.json").read_text())
     assert summary["accuracy"]["miou"] == whole_summary["accuracy"]["miou"]  # evaluated: the same model
     assert summary["accuracy"]["source"].startswith("metrics file")
     assert summary["resumed"]["from"] == str(work / "epoch_1.pth")
