@@ -142,7 +142,12 @@ class Recorder:
         if name == "venv":
             import subprocess
 
-            subprocess.run(cmd, check=True)
+            # the real venv; its pip linked in, not installed: every pip install here is the recorder's, and
+            # ensurepip would be most of the test's time
+            subprocess.run([*cmd, "--without-pip"], check=True)
+            import pip
+
+            (site_packages(self.venv) / "pip").symlink_to(Path(pip.__file__).parent)
         elif name == "pip-stack":
             for line in Path(cmd[-1]).read_text().split():
                 dist, version = line.split("==")
