@@ -80,47 +80,63 @@ def test_trained_smoke_model_clears_the_floor(trained):
     assert (summary.parent / "bev_gt_vs_prediction.png").stat().st_size > 10_000
 
 
-def test_broken_camera_geometry_stays_below_the_floor(flashocc_root, trained, tmp_path):
-    from flashocc_kit.occ3d import info_file
-    from flashocc_kit.training.run import SMOKE_CONFIG, read_config
-
-    data = flashocc_root / read_config(flashocc_root, SMOKE_CONFIG).data_root
-    for split in ("train", "val"):
-        shuffle_extrinsics(data / info_file(split), tmp_path / f"{split}.pkl")
-    proc, summary = smoke_run(flashocc_root, tmp_path, "--cfg-options",
-                              f"data.train.ann_file={tmp_path / 'train.pkl'}",
-                              f"data.val.ann_file={tmp_path / 'val.pkl'}",
-                              f"data.test.ann_file={tmp_path / 'val.pkl'}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    miou = json.loads(summary.read_text())["accuracy"]["miou"]
-    print(f"\nsmoke mIoU with shuffled extrinsics {miou:.2f}, floor {floor():.2f}")
-    verdict = gate(summary)
-    assert verdict.returncode == 1, verdict.stdout + verdict.stderr  # below the floor: the gate fails it
-
-
-def test_the_floor_is_well_above_an_untrained_model(flashocc_root):
+def evaluate(flashocc: Path, checkpoint: Path | None = None, ann_file: Path | None = None) -> float:
+    """mIoU (%) of the smoke model on the val set, here in this process: its initial weights (seed 0) or a
+    checkpoint's, on the config's val infos or on ann_file."""
     import numpy as np
     import torch
     from mmcv import Config
     from mmcv.parallel import MMDataParallel
+    from mmcv.runner import load_checkpoint
     from mmdet3d.datasets import build_dataloader, build_dataset
     from mmdet3d.models import build_model
 
-    cfg = Config.fromfile(str(flashocc_root / "projects/configs/flashocc/flashocc-r50-smoke.py"))
+    cfg = Config.fromfile(str(flashocc / "projects/configs/flashocc/flashocc-r50-smoke.py"))
+    if ann_file is not None:
+        cfg.data.test.ann_file = str(ann_file)
     cwd = os.getcwd()
-    os.chdir(flashocc_root)  # the infos' paths are relative to the FlashOCC root
+    os.chdir(flashocc)  # the infos' paths are relative to the FlashOCC root
     try:
         torch.manual_seed(0)
         model = build_model(cfg.model, test_cfg=cfg.get("test_cfg"))
         model.init_weights()
+        if checkpoint is not None:
+            load_checkpoint(model, str(checkpoint), map_location="cpu", strict=True)
         model = MMDataParallel(model.eval())
         dataset = build_dataset(cfg.data.test, dict(test_mode=True))
         results = []
         with torch.no_grad():
             for batch in build_dataloader(dataset, 1, 0, dist=False, shuffle=False):
                 results.extend(model(return_loss=False, rescale=True, **batch))
-        untrained = float(np.nanmean(dataset.evaluate(results)["mIoU"][:17]) * 100)
+        return float(np.nanmean(dataset.evaluate(results)["mIoU"][:17]) * 100)
     finally:
         os.chdir(cwd)
+
+
+def test_broken_camera_geometry_falls_below_the_floor(flashocc_root, trained, tmp_path):
+    """The trained model, its cameras' sensor-to-ego extrinsics shuffled: the floor is cleared only through the
+    camera geometry. (The same evaluation unshuffled gives the run's own figure, so the drop is the geometry's.)
+
+    This reads the one smoke training the floor test makes. Until 2026-12 a second 10-epoch training with the
+    extrinsics shuffled in train and val was held below the floor too (9.6 and 10.4 mIoU; docs/benchmarks.md);
+    on a 2-core CI machine that run alone took a quarter of CI."""
+    from flashocc_kit.occ3d import info_file
+    from flashocc_kit.training.run import SMOKE_CONFIG, read_config
+
+    proc, summary = trained
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # what the launcher evaluated (a smoke run: the last epoch, not the EMA)
+    checkpoint = summary.parent.parent / "work" / f"epoch_{json.loads(summary.read_text())['epochs']}.pth"
+    data = flashocc_root / read_config(flashocc_root, SMOKE_CONFIG).data_root
+    shuffle_extrinsics(data / info_file("val"), tmp_path / "val.pkl")
+    as_trained = evaluate(flashocc_root, checkpoint)
+    shuffled = evaluate(flashocc_root, checkpoint, tmp_path / "val.pkl")
+    print(f"\nsmoke mIoU {as_trained:.2f} here, with shuffled extrinsics {shuffled:.2f}, floor {floor():.2f}")
+    assert as_trained == pytest.approx(json.loads(summary.read_text())["accuracy"]["miou"], abs=0.01)
+    assert shuffled < floor() <= as_trained
+
+
+def test_the_floor_is_well_above_an_untrained_model(flashocc_root):
+    untrained = evaluate(flashocc_root)
     print(f"\nuntrained smoke model mIoU {untrained:.2f}, floor {floor():.2f}")
     assert floor() >= untrained + 3.0
