@@ -261,3 +261,74 @@ def two_epoch_smoke_run(flashocc_root, tmp_path_factory) -> dict:
                            "--output-dir", str(tmp / "out"), *args], cwd=flashocc_root, env=env, capture_output=True,
                           text=True, timeout=1800)
     return {"proc": proc, "work": tmp / "work", "out": tmp / "out", "args": args}
+
+
+# The suite's longest run, the smoke accuracy training (10 epochs, two CPU ranks), starts with the session in the
+# background: the tests before test_smoke_accuracy.py leave a core idle much of the time. Its tests collect it.
+SMOKE_ACCURACY = "test_smoke_accuracy.py"
+SMOKE_RUN_KEY = pytest.StashKey["SmokeRun"]()
+
+
+class SmokeRun:
+    """bash test/train_smoke_flashocc_cpu.sh in its own session, its output in files (a pipe nobody reads would
+    fill and stall it)."""
+
+    def __init__(self, flashocc: Path, out: Path, *extra: str):
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE",
+                                                                  "FLASHOCC_TORCHRUN", "FLASHOCC_EMULATE_NPU")}
+        env["MASTER_PORT"] = str(free_port())
+        env.setdefault("FLASHOCC_DEVICE", "cpu")
+        self.args = ["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(out / "work"),
+                     "--output-dir", str(out / "output"), *extra]
+        with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
+            self.proc = subprocess.Popen(self.args, cwd=flashocc, env=env, stdout=stdout, stderr=stderr, text=True,
+                                         start_new_session=True)
+
+    def result(self, timeout: float = 3600) -> subprocess.CompletedProcess:
+        code = self.proc.wait(timeout)
+        return subprocess.CompletedProcess(self.args, code, (self.out / "stdout").read_text(errors="replace"),
+                                           (self.out / "stderr").read_text(errors="replace"))
+
+    def stop(self) -> None:
+        """Ends the run's process group (this session's own) if it still runs: the session ended before its test."""
+        if self.proc.poll() is None:
+            import signal
+
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def pytest_collection_finish(session) -> None:
+    wanted = any(item.nodeid.split("::")[0].endswith(SMOKE_ACCURACY) and "smoke_accuracy_run" in item.fixturenames
+                 for item in session.items)
+    if not wanted or session.config.option.collectonly:
+        return
+    try:
+        flashocc = _skip_without_patched_flashocc()
+    except pytest.skip.Exception:
+        return  # the tests skip with the reason when they run
+    # tmp_path_factory's own directory (the fixture is not reachable from a hook)
+    out = session.config._tmp_path_factory.mktemp("smoke")
+    session.config.stash[SMOKE_RUN_KEY] = SmokeRun(flashocc, out)
+
+
+def pytest_sessionfinish(session) -> None:
+    run = session.config.stash.get(SMOKE_RUN_KEY, None)
+    if run is not None:
+        run.stop()
+
+
+@pytest.fixture(scope="session")
+def smoke_accuracy_run(flashocc_root, request, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The smoke run as users launch it (10 epochs, trained and evaluated), started with the session: its result
+    and its summary."""
+    run = request.config.stash.get(SMOKE_RUN_KEY, None)
+    if run is None:  # not started by the collection (a test selected otherwise): now
+        run = SmokeRun(flashocc_root, tmp_path_factory.mktemp("smoke"))
+    return run.result(), run.out / "output" / "FlashOCC_R50_cpusmoke_bs4_2p_acc_summary.json"

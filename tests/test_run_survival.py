@@ -123,7 +123,7 @@ def test_a_stalled_rank_ends_the_run_naming_it_with_its_stack(flashocc_root, tmp
     (site / "sitecustomize.py").write_text(textwrap.dedent(STALL_SITECUSTOMIZE))
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     started = time.time()
-    proc = launch(flashocc_root, tmp_path / "work", tmp_path / "out", "--max-iters", "30", "--stall-timeout", "20",
+    proc = launch(flashocc_root, tmp_path / "work", tmp_path / "out", "--max-iters", "30", "--stall-timeout", "40",
                   env=env)
     output = proc.communicate(timeout=1200)[0]
     assert proc.returncode == 124, output[-3000:]

@@ -1,8 +1,9 @@
 """The smoke run learns, and only with the right geometry: the accuracy floor is a real check.
 
 The trained smoke model must pass the gate against the CPU smoke baseline in tools/baselines.json
-(mIoU >= baseline - tolerance: the floor); the same run with the sensor-to-ego extrinsics shuffled
-between cameras must fail it; and the floor must sit well above an untrained model.
+(mIoU >= baseline - tolerance: the floor); the same model evaluated with the sensor-to-ego extrinsics
+shuffled between cameras must fall below it; and the floor must sit well above an untrained model.
+One training serves them: conftest's smoke_accuracy_run, started in the background with the session.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,30 +48,13 @@ def shuffle_extrinsics(src: Path, dst: Path) -> None:
         pickle.dump(data, fh)
 
 
-def smoke_run(flashocc: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MASTER_PORT": str(port),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(out / "work"),
-                           "--output-dir", str(out / "output"), *extra],
-                          cwd=flashocc, env=env, capture_output=True, text=True, timeout=3600)
-    return proc, out / "output" / f"{CASE}_summary.json"
-
-
 def gate(summary: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(KIT_ROOT / "tools" / "kit.py"), "gate", "--summary", str(summary)],
                           capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def trained(flashocc_root, tmp_path_factory):
-    return smoke_run(flashocc_root, tmp_path_factory.mktemp("smoke"))
-
-
-def test_trained_smoke_model_clears_the_floor(trained):
-    proc, summary = trained
+def test_trained_smoke_model_clears_the_floor(smoke_accuracy_run):
+    proc, summary = smoke_accuracy_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     miou = json.loads(summary.read_text())["accuracy"]["miou"]
     print(f"\nsmoke mIoU {miou:.2f}, floor {floor():.2f}")
@@ -113,17 +96,16 @@ def evaluate(flashocc: Path, checkpoint: Path | None = None, ann_file: Path | No
         os.chdir(cwd)
 
 
-def test_broken_camera_geometry_falls_below_the_floor(flashocc_root, trained, tmp_path):
+def test_broken_camera_geometry_falls_below_the_floor(flashocc_root, smoke_accuracy_run, tmp_path):
     """The trained model, its cameras' sensor-to-ego extrinsics shuffled: the floor is cleared only through the
     camera geometry. (The same evaluation unshuffled gives the run's own figure, so the drop is the geometry's.)
 
-    This reads the one smoke training the floor test makes. Until 2026-12 a second 10-epoch training with the
-    extrinsics shuffled in train and val was held below the floor too (9.6 and 10.4 mIoU; docs/benchmarks.md);
-    on a 2-core CI machine that run alone took a quarter of CI."""
+    Until 2026-12 a second 10-epoch training with the extrinsics shuffled in train and val was held below the
+    floor too (9.6 and 10.4 mIoU; docs/benchmarks.md); on a 2-core CI machine that run alone took a quarter of CI."""
     from flashocc_kit.occ3d import info_file
     from flashocc_kit.training.run import SMOKE_CONFIG, read_config
 
-    proc, summary = trained
+    proc, summary = smoke_accuracy_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # what the launcher evaluated (a smoke run: the last epoch, not the EMA)
     checkpoint = summary.parent.parent / "work" / f"epoch_{json.loads(summary.read_text())['epochs']}.pth"
