@@ -247,6 +247,14 @@ def small_train_infos(flashocc_root: Path, tmp_path: Path, samples: int = 24) ->
     return path
 
 
+def single_node_env() -> dict[str, str]:
+    """This environment for a launch script run on this machine alone, on a port of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE",
+                                                              "FLASHOCC_TORCHRUN", "FLASHOCC_EMULATE_NPU")}
+    env["MASTER_PORT"] = str(free_port())
+    return env
+
+
 @pytest.fixture(scope="session")
 def two_epoch_smoke_run(flashocc_root, tmp_path_factory) -> dict:
     """The smoke config trained 2 epochs on its first 24 samples (12 iterations on 2 ranks x 2) and evaluated, on the
@@ -254,9 +262,7 @@ def two_epoch_smoke_run(flashocc_root, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("two-epoch-smoke")
     infos = small_train_infos(flashocc_root, tmp)
     args = ("--smoke", "--epochs", "2", "--log-interval", "1", "--cfg-options", f"data.train.ann_file={infos}")
-    env = {k: v for k, v in os.environ.items() if k not in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE",
-                                                              "FLASHOCC_TORCHRUN", "FLASHOCC_EMULATE_NPU")}
-    env["MASTER_PORT"] = str(free_port())
+    env = single_node_env()
     proc = subprocess.run(["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(tmp / "work"),
                            "--output-dir", str(tmp / "out"), *args], cwd=flashocc_root, env=env, capture_output=True,
                           text=True, timeout=1800)
@@ -273,15 +279,13 @@ class SmokeRun:
     """bash test/train_smoke_flashocc_cpu.sh in its own session, its output in files (a pipe nobody reads would
     fill and stall it)."""
 
-    def __init__(self, flashocc: Path, out: Path, *extra: str):
+    def __init__(self, flashocc: Path, out: Path):
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE",
-                                                                  "FLASHOCC_TORCHRUN", "FLASHOCC_EMULATE_NPU")}
-        env["MASTER_PORT"] = str(free_port())
+        env = single_node_env()
         env.setdefault("FLASHOCC_DEVICE", "cpu")
         self.args = ["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(out / "work"),
-                     "--output-dir", str(out / "output"), *extra]
+                     "--output-dir", str(out / "output")]
         with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
             self.proc = subprocess.Popen(self.args, cwd=flashocc, env=env, stdout=stdout, stderr=stderr, text=True,
                                          start_new_session=True)
