@@ -229,15 +229,12 @@ def small_train_infos(flashocc_root: Path, tmp_path: Path, samples: int = 24) ->
     import pickle
 
     from flashocc_kit.occ3d import info_file
+    from flashocc_kit.training.execute import ensure_smoke_data
     from flashocc_kit.training.run import SMOKE_CONFIG, read_config
 
-    root = flashocc_root / read_config(flashocc_root, SMOKE_CONFIG).data_root
-    if not (root / info_file("train")).is_file():  # the smoke set, as its first run would generate it
-        from flashocc_kit.synth.generate import generate
-        from flashocc_kit.synth.options import SynthOptions
-        from flashocc_kit.training.run import SMOKE_DATA
-
-        generate(SynthOptions(**SMOKE_DATA), root, read_config(flashocc_root, SMOKE_CONFIG).data_root)
+    data_root = read_config(flashocc_root, SMOKE_CONFIG).data_root
+    root = flashocc_root / data_root
+    ensure_smoke_data(root, data_root)  # as the smoke run does: under its lock (the background smoke run may be at it)
     with (root / info_file("train")).open("rb") as fh:
         infos = pickle.load(fh)
     infos["infos"] = infos["infos"][:samples]

@@ -265,8 +265,6 @@ def test_without_a_killed_rank_the_root_cause_is_the_cause():
 
 def test_an_older_generators_smoke_set_is_made_anew_once_and_then_reused(tmp_path, monkeypatch):
     pytest.importorskip("cv2", reason="needs the generator's stack: run the suite in the kit's environment")
-    from types import SimpleNamespace
-
     from flashocc_kit.synth.generate import FORMAT_VERSION
     from flashocc_kit.synth.target import MARKER
     from flashocc_kit.training import execute
@@ -274,13 +272,12 @@ def test_an_older_generators_smoke_set_is_made_anew_once_and_then_reused(tmp_pat
     small = {"width": 192, "height": 108, "train_scenes": 1, "val_scenes": 1, "samples_per_scene": 2, "workers": 1}
     monkeypatch.setattr(execute, "SMOKE_DATA", small)
     root = tmp_path / "nuscenes-synthetic"
-    run = SimpleNamespace(data_dir=root, data_root=str(root))
-    execute.ensure_smoke_data(run)
+    execute.ensure_smoke_data(root, str(root))
     marker = json.loads((root / MARKER).read_text())
     marker["format_version"] = FORMAT_VERSION - 1  # as an earlier kit left it
     (root / MARKER).write_text(json.dumps(marker))
-    execute.ensure_smoke_data(run)
+    execute.ensure_smoke_data(root, str(root))
     assert json.loads((root / MARKER).read_text())["format_version"] == FORMAT_VERSION
     written = (root / MARKER).stat().st_mtime_ns
-    execute.ensure_smoke_data(run)  # current: kept as it is
+    execute.ensure_smoke_data(root, str(root))  # current: kept as it is
     assert (root / MARKER).stat().st_mtime_ns == written

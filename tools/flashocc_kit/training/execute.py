@@ -40,25 +40,25 @@ def exclusively(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_smoke_data(run: Run) -> None:
-    """Generate the smoke run's synthetic set the first time, once however many launchers want it (the nodes
-    of a run on one machine, or on a shared filesystem); reuse it afterwards."""
+def ensure_smoke_data(root: Path, data_root: str) -> None:
+    """Generate the smoke run's synthetic set at root (data_root as the infos name it) the first time, once however
+    many launchers or test sessions want it (the nodes of a run on one machine, or on a shared filesystem); reuse it
+    afterwards."""
     from ..synth.generate import FORMAT_VERSION, generate
     from ..synth.options import SynthOptions
     from ..synth.target import read_marker
 
-    root = run.data_dir
     wanted = SynthOptions(**SMOKE_DATA)
     with exclusively(root.parent / f".{root.name}.lock"):
         marker = read_marker(root) if root.is_dir() else None
         if marker is None:
             print(f"generating the synthetic smoke set in {root} ({SMOKE_DATA})", flush=True)
-            generate(wanted, root, run.data_root)
+            generate(wanted, root, data_root)
         elif marker.get("format_version") != FORMAT_VERSION and marker.get("parameters") == wanted.parameters():
             # an older generator's smoke set lacks what this kit reads (e.g. occ3d_panoptic/): the same set, anew
             print(f"regenerating the synthetic smoke set in {root}: it has format {marker.get('format_version')}, "
                   f"this kit writes {FORMAT_VERSION}", flush=True)
-            generate(wanted, root, run.data_root, overwrite=True)
+            generate(wanted, root, data_root, overwrite=True)
         elif marker.get("parameters") != wanted.parameters():
             print(f"note: {root} was generated with {marker.get('parameters')}, not the smoke run's {SMOKE_DATA}: "
                   "results are not comparable with the smoke baselines", file=sys.stderr)
@@ -125,7 +125,7 @@ def prepare(run: Run) -> None:
     check_devices(run)
     run.resume_from = resolve_resume(run)
     if run.smoke:
-        ensure_smoke_data(run)
+        ensure_smoke_data(run.data_dir, run.data_root)
     if run.data_check:
         check_data_quickly(run)
 
