@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 import zipfile
@@ -271,6 +272,7 @@ def test_an_older_generators_smoke_set_is_made_anew_once_and_then_reused(tmp_pat
 
     small = {"width": 192, "height": 108, "train_scenes": 1, "val_scenes": 1, "samples_per_scene": 2, "workers": 1}
     monkeypatch.setattr(execute, "SMOKE_DATA", small)
+    monkeypatch.setenv("FLASHOCC_KIT_CACHE", str(tmp_path / "cache"))  # not the user's
     root = tmp_path / "nuscenes-synthetic"
     execute.ensure_smoke_data(root, str(root))
     marker = json.loads((root / MARKER).read_text())
@@ -281,3 +283,32 @@ def test_an_older_generators_smoke_set_is_made_anew_once_and_then_reused(tmp_pat
     written = (root / MARKER).stat().st_mtime_ns
     execute.ensure_smoke_data(root, str(root))  # current: kept as it is
     assert (root / MARKER).stat().st_mtime_ns == written
+
+
+def test_a_second_workspace_copies_the_smoke_set_from_the_kits_cache_instead_of_rendering_it(tmp_path, monkeypatch):
+    pytest.importorskip("cv2", reason="needs the generator's stack: run the suite in the kit's environment")
+    from conftest import snapshot
+    from flashocc_kit.synth import cache
+    from flashocc_kit.synth import generate as generator
+    from flashocc_kit.synth.options import SynthOptions
+    from flashocc_kit.training import execute
+
+    monkeypatch.setenv("FLASHOCC_KIT_CACHE", str(tmp_path / "cache"))
+    small = {"width": 192, "height": 108, "train_scenes": 1, "val_scenes": 1, "samples_per_scene": 2, "workers": 1}
+    monkeypatch.setattr(execute, "SMOKE_DATA", small)
+    first, second = (tmp_path / ws / "nuscenes-synthetic" for ws in ("clone-1", "clone-2"))
+    execute.ensure_smoke_data(first, "data/nuscenes-synthetic")
+    monkeypatch.setattr(generator, "generate", lambda *args, **kwargs: pytest.fail("rendered again"))
+    execute.ensure_smoke_data(second, "data/nuscenes-synthetic")
+    assert snapshot(second) == snapshot(first)
+    assert not list(second.parent.glob(".*synth-*"))  # no staging debris
+    # what the bytes depend on is in the key: the options, the prefix the infos carry, the generator's sources
+    opts = SynthOptions(**small)
+    keys = {cache.cache_key(opts, "data/nuscenes-synthetic"), cache.cache_key(opts, "data/other"),
+            cache.cache_key(SynthOptions(**{**small, "seed": 1}), "data/nuscenes-synthetic")}
+    sources = tmp_path / "synth-sources"
+    shutil.copytree(cache.SYNTH_SOURCES, sources, ignore=shutil.ignore_patterns("__pycache__"))
+    (sources / "render.py").write_text((sources / "render.py").read_text() + "\n# changed\n")
+    monkeypatch.setattr(cache, "SYNTH_SOURCES", sources)
+    keys.add(cache.cache_key(opts, "data/nuscenes-synthetic"))
+    assert len(keys) == 4

@@ -44,6 +44,7 @@ def ensure_smoke_data(root: Path, data_root: str) -> None:
     """Generate the smoke run's synthetic set at root (data_root as the infos name it) the first time, once however
     many launchers or test sessions want it (the nodes of a run on one machine, or on a shared filesystem); reuse it
     afterwards."""
+    from ..synth.cache import generate_or_copy
     from ..synth.generate import FORMAT_VERSION, generate
     from ..synth.options import SynthOptions
     from ..synth.target import read_marker
@@ -52,8 +53,7 @@ def ensure_smoke_data(root: Path, data_root: str) -> None:
     with exclusively(root.parent / f".{root.name}.lock"):
         marker = read_marker(root) if root.is_dir() else None
         if marker is None:
-            print(f"generating the synthetic smoke set in {root} ({SMOKE_DATA})", flush=True)
-            generate(wanted, root, data_root)
+            generate_or_copy(wanted, root, data_root, log=lambda line: print(line, flush=True))
         elif marker.get("format_version") != FORMAT_VERSION and marker.get("parameters") == wanted.parameters():
             # an older generator's smoke set lacks what this kit reads (e.g. occ3d_panoptic/): the same set, anew
             print(f"regenerating the synthetic smoke set in {root}: it has format {marker.get('format_version')}, "
