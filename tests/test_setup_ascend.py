@@ -480,3 +480,25 @@ def test_the_command_line_hands_chip_to_setup(tmp_path, monkeypatch):
     monkeypatch.setattr(setup_command, "setup", given.append)
     assert cli.main(["--workspace", str(tmp_path), "setup", "--chip", "a5"]) == 0
     assert [opts.chip for opts in given] == ["a5"]
+
+
+def test_a_setup_that_installs_torch_does_not_import_the_base_interpreters(tmp_path, monkeypatch):
+    """--torch install (the cells of `kit.py test --stack`, these tests) asks the base interpreter for its Python
+    and machine only: importing its torch would take seconds and decide nothing."""
+    pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
+    import torch
+
+    assert run_probe(Path(sys.executable), "interpreter")["torch"] == torch.__version__
+    probed = []
+    opts = installer.SetupOptions(workspace=tmp_path, venv=tmp_path / "venv", from_dir=None,
+                                  base_python=Path(sys.executable), torch_mode="install")
+    real_probe = installer.run_probe
+
+    def recording_probe(python, probe, *args, **kwargs):
+        probed.append((probe, args))
+        return real_probe(python, probe, *args, **kwargs)
+
+    monkeypatch.setattr(installer, "run_probe", recording_probe)
+    chosen = installer.plan(opts)
+    assert probed[0] == ("interpreter", ("--without-torch",)) and chosen.base["torch"] is None
+    assert not chosen.keep_torch and chosen.cell.stack.torch == default_stack().torch

@@ -138,7 +138,7 @@ class Plan:
 
 def plan(opts: SetupOptions) -> Plan:
     """Decide the cell for the interpreter setup runs under, refusing what cannot work before anything is done."""
-    base = run_probe(opts.base_python, "interpreter")
+    base = run_probe(opts.base_python, "interpreter", *(["--without-torch"] if opts.torch_mode == "install" else []))
     if "error" in base:
         raise KitError(f"cannot run {opts.base_python}: {base['error']}")
     has_torch = base.get("torch") is not None
