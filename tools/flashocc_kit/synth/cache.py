@@ -19,7 +19,13 @@ SYNTH_SOURCES = Path(__file__).resolve().parent
 
 
 def cache_key(opts: SynthOptions, prefix: str) -> str:
-    digest = hashlib.sha256(json.dumps([opts.parameters(), prefix], sort_keys=True).encode())
+    """What the bytes depend on: the options, the prefix, the generator's sources, and the numpy and OpenCV that
+    compute and encode them (two cells' stacks may render the same options differently)."""
+    import cv2
+    import numpy
+
+    versions = {"numpy": numpy.__version__, "cv2": cv2.__version__}
+    digest = hashlib.sha256(json.dumps([opts.parameters(), prefix, versions], sort_keys=True).encode())
     for source in sorted(SYNTH_SOURCES.glob("*.py")):
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:20]
