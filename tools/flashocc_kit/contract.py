@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 import re
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .patchfile import added_lines, new_file_contents, read_patch_text
@@ -127,27 +128,53 @@ def uses_in_patch(patch_text: str) -> list[Use]:
     return sorted(uses, key=lambda u: (u.module, u.name, u.kind, u.where))
 
 
-@dataclass
-class WheelSources:
-    """The Python modules of a wheel, parsed, with name resolution across re-exports."""
+class ParsedModules(Mapping):  # (unsubscripted: Python 3.8 cannot subscript it at run time)
+    """A wheel's Python modules by name, each parsed when first looked up: torch_npu's wheel has thousands, the
+    patch reaches a few dozen, and parsing them all took most of a minute. A module that does not parse is absent."""
 
-    wheel: Path
-    modules: dict[str, ast.Module] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, wheel: Path) -> WheelSources:
-        sources = cls(wheel)
+    def __init__(self, wheel: Path):
+        self.wheel = wheel
+        self.members: dict[str, str] = {}
         with zipfile.ZipFile(wheel) as archive:
             for name in archive.namelist():
                 if name.endswith(".py") and ".dist-info/" not in name and "/packages/" not in name:
                     module = name[:-3].replace("/", ".")
                     if module.endswith(".__init__"):
                         module = module[: -len(".__init__")]
-                    try:
-                        sources.modules[module] = ast.parse(archive.read(name))
-                    except SyntaxError:
-                        continue
-        return sources
+                    self.members[module] = name
+        self.parsed: dict[str, ast.Module | None] = {}
+
+    def __getitem__(self, module: str) -> ast.Module:
+        if module not in self.parsed:
+            if module not in self.members:
+                raise KeyError(module)
+            with zipfile.ZipFile(self.wheel) as archive:
+                try:
+                    self.parsed[module] = ast.parse(archive.read(self.members[module]))
+                except SyntaxError:
+                    self.parsed[module] = None
+        tree = self.parsed[module]
+        if tree is None:
+            raise KeyError(module)
+        return tree
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+@dataclass
+class WheelSources:
+    """The Python modules of a wheel, parsed, with name resolution across re-exports."""
+
+    wheel: Path
+    modules: Mapping[str, ast.Module]
+
+    @classmethod
+    def read(cls, wheel: Path) -> WheelSources:
+        return cls(wheel, ParsedModules(wheel))
 
     def resolve(self, module: str, name: str, depth: int = 0) -> ast.AST | str | None:
         """The definition `module.name` refers to, a submodule's name, or None if there is none."""
