@@ -252,23 +252,37 @@ def single_node_env() -> dict[str, str]:
     return env
 
 
-# The suite's two shared training runs start with the session, in the background: the tests before their readers
-# leave a core idle much of the time (a cell's set ran at 57 % of two cores; the whole suite, 84 %). Each run's
-# readers collect it; a run none of the selected tests reads is not started.
-TWO_EPOCH_ARGS = ("--smoke", "--epochs", "2", "--log-interval", "1")
+@pytest.fixture(scope="session")
+def two_epoch_smoke_run(flashocc_root, tmp_path_factory) -> dict:
+    """The smoke config trained 2 epochs on its first 24 samples (12 iterations on 2 ranks x 2) and evaluated, on the
+    CPU, whole: one run with two uses, the resume test's uninterrupted run and the NPU rehearsal's CPU twin."""
+    tmp = tmp_path_factory.mktemp("two-epoch-smoke")
+    infos = small_train_infos(flashocc_root, tmp)
+    args = ("--smoke", "--epochs", "2", "--log-interval", "1", "--cfg-options", f"data.train.ann_file={infos}")
+    env = single_node_env()
+    proc = subprocess.run(["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(tmp / "work"),
+                           "--output-dir", str(tmp / "out"), *args], cwd=flashocc_root, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    return {"proc": proc, "work": tmp / "work", "out": tmp / "out", "args": args}
 
 
-class BackgroundRun:
-    """bash test/<script> ARGS in its own session, its output in files (a pipe nobody reads would fill and stall
-    it), writing into out/work and out/output."""
+# The suite's longest run, the smoke accuracy training (10 epochs, two CPU ranks), starts with the session in the
+# background: the tests before test_smoke_accuracy.py leave a core idle much of the time. Its tests collect it.
+SMOKE_ACCURACY = "test_smoke_accuracy.py"
+SMOKE_RUN_KEY = pytest.StashKey["SmokeRun"]()
 
-    def __init__(self, flashocc: Path, out: Path, script: str, args: tuple[str, ...] = ()):
+
+class SmokeRun:
+    """bash test/train_smoke_flashocc_cpu.sh in its own session, its output in files (a pipe nobody reads would
+    fill and stall it)."""
+
+    def __init__(self, flashocc: Path, out: Path):
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         env = single_node_env()
         env.setdefault("FLASHOCC_DEVICE", "cpu")
-        self.args = ["bash", f"test/{script}", "--work-dir", str(out / "work"), "--output-dir", str(out / "output"),
-                     *args]
+        self.args = ["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(out / "work"),
+                     "--output-dir", str(out / "output")]
         with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
             self.proc = subprocess.Popen(self.args, cwd=flashocc, env=env, stdout=stdout, stderr=stderr, text=True,
                                          start_new_session=True)
@@ -291,70 +305,31 @@ class BackgroundRun:
                 self.proc.wait()
 
 
-def start_two_epoch_run(flashocc: Path, out: Path) -> BackgroundRun:
-    """The smoke config trained 2 epochs on its first 24 samples (12 iterations on 2 ranks x 2) and evaluated."""
-    infos = small_train_infos(flashocc, out)
-    return BackgroundRun(flashocc, out, "train_smoke_flashocc_cpu.sh",
-                         (*TWO_EPOCH_ARGS, "--cfg-options", f"data.train.ann_file={infos}"))
-
-
-def start_smoke_accuracy_run(flashocc: Path, out: Path) -> BackgroundRun:
-    """The smoke run as users launch it: 10 epochs, trained and evaluated."""
-    return BackgroundRun(flashocc, out, "train_smoke_flashocc_cpu.sh")
-
-
-# fixture name -> (how to start its run, the folder it gets); the order they start in
-BACKGROUND_RUNS = {"two_epoch_smoke_run": (start_two_epoch_run, "two-epoch-smoke"),
-                   "smoke_accuracy_run": (start_smoke_accuracy_run, "smoke")}
-RUNS_KEY = pytest.StashKey[dict]()
-
-
-def background_run(request, name: str) -> BackgroundRun:
-    """The run started with the session, or (a test selected otherwise, a failed start) started now."""
-    runs = request.config.stash.get(RUNS_KEY, {})
-    if name not in runs:
-        start, folder = BACKGROUND_RUNS[name]
-        runs[name] = start(_skip_without_patched_flashocc(), request.config._tmp_path_factory.mktemp(folder))
-        request.config.stash[RUNS_KEY] = runs
-    return runs[name]
-
-
 def pytest_collection_finish(session) -> None:
-    wanted = [name for name in BACKGROUND_RUNS if any(name in item.fixturenames for item in session.items)]
+    wanted = any(item.nodeid.split("::")[0].endswith(SMOKE_ACCURACY) and "smoke_accuracy_run" in item.fixturenames
+                 for item in session.items)
     if not wanted or session.config.option.collectonly:
         return
     try:
         flashocc = _skip_without_patched_flashocc()
     except pytest.skip.Exception:
         return  # the tests skip with the reason when they run
-    runs = {}
-    for name in wanted:
-        start, folder = BACKGROUND_RUNS[name]
-        try:  # tmp_path_factory's own directory (the fixture is not reachable from a hook)
-            runs[name] = start(flashocc, session.config._tmp_path_factory.mktemp(folder))
-        except Exception:  # noqa: BLE001  (its fixture starts it again, and fails its tests with the cause)
-            continue
-    session.config.stash[RUNS_KEY] = runs
+    # tmp_path_factory's own directory (the fixture is not reachable from a hook)
+    out = session.config._tmp_path_factory.mktemp("smoke")
+    session.config.stash[SMOKE_RUN_KEY] = SmokeRun(flashocc, out)
 
 
 def pytest_sessionfinish(session) -> None:
-    for run in session.config.stash.get(RUNS_KEY, {}).values():
+    run = session.config.stash.get(SMOKE_RUN_KEY, None)
+    if run is not None:
         run.stop()
 
 
 @pytest.fixture(scope="session")
-def two_epoch_smoke_run(flashocc_root, request) -> dict:
-    """The smoke config trained 2 epochs on its first 24 samples and evaluated, on the CPU, whole: one run with three
-    uses, the resume test's uninterrupted run, the NPU rehearsal's CPU twin and the RayIoU test's checkpoint."""
-    run = background_run(request, "two_epoch_smoke_run")
-    infos = next(run.out.glob("train*.pkl"))
-    return {"proc": run.result(1800), "work": run.out / "work", "out": run.out / "output",
-            "args": (*TWO_EPOCH_ARGS, "--cfg-options", f"data.train.ann_file={infos}")}
-
-
-@pytest.fixture(scope="session")
-def smoke_accuracy_run(flashocc_root, request) -> tuple[subprocess.CompletedProcess, Path]:
+def smoke_accuracy_run(flashocc_root, request, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """The smoke run as users launch it (10 epochs, trained and evaluated), started with the session: its result
     and its summary."""
-    run = background_run(request, "smoke_accuracy_run")
+    run = request.config.stash.get(SMOKE_RUN_KEY, None)
+    if run is None:  # not started by the collection (a test selected otherwise): now
+        run = SmokeRun(flashocc_root, tmp_path_factory.mktemp("smoke"))
     return run.result(), run.out / "output" / "FlashOCC_R50_cpusmoke_bs4_2p_acc_summary.json"
