@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from conftest import KIT_ROOT
 
@@ -115,3 +118,45 @@ def test_ci_runs_exactly_the_test_commands_the_readme_gives():
     commands = [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
     ci = [line.strip() for line in (KIT_ROOT / ".ci" / "run").read_text().splitlines()]
     assert commands and all(command in ci for command in commands), (commands, ci)
+
+
+FAKE_PYTHON = """#!/bin/sh
+# stands in for {name}: records its arguments, takes a second, exits as the test says
+echo "{name} $*" >> "$CALLS"
+sleep "$CELL_SECONDS"
+echo "{name} ran"
+exit "${{{status}:-0}}"
+"""
+
+
+def run_ci(tmp_path: Path, first: int, second: int) -> tuple[subprocess.CompletedProcess, float, list[str]]:
+    """.ci/run in a copy of the repository's layout, its two cells' Pythons stood in for (no pyenv on PATH)."""
+    import os
+    import shutil
+    import time
+
+    root = tmp_path / "repo"
+    (root / ".ci").mkdir(parents=True)
+    shutil.copy(KIT_ROOT / ".ci" / "run", root / ".ci" / "run")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, status in (("python3", "FIRST_STATUS"), ("python3.10", "SECOND_STATUS")):
+        (bin_dir / name).write_text(FAKE_PYTHON.format(name=name, status=status))
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls), "CELL_SECONDS": "2",
+           "FIRST_STATUS": str(first), "SECOND_STATUS": str(second), "HOME": os.environ.get("HOME", "/")}
+    started = time.monotonic()
+    proc = subprocess.run(["bash", str(root / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60)
+    return proc, time.monotonic() - started, calls.read_text().splitlines()
+
+
+@pytest.mark.parametrize("first, second, code", [(0, 0, 0), (1, 0, 1), (0, 1, 1), (0, 5, 1)])
+def test_ci_runs_both_cells_side_by_side_and_fails_if_either_fails(tmp_path, first, second, code):
+    proc, seconds, calls = run_ci(tmp_path, first, second)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert sorted(calls) == ["python3 tools/kit.py test --require-sources",
+                             "python3.10 tools/kit.py test --stack torch2.7 --short --require-sources"]
+    assert seconds < 3.5, "the two cells ran one after the other"  # each takes 2 s
+    assert "python3.10 ran" in proc.stdout  # the second cell's output, shown after the first's
+    assert f"default cell exit {first}; torch 2.7 cell set exit {second}" in proc.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,49 @@ def test_a_checkout_on_a_branch_without_the_stacks_torch_is_refused_naming_one_w
 def test_not_a_drivingsdk_checkout_is_named(tmp_path):
     with pytest.raises(KitError, match="no ci/build.sh"):
         drivingsdk.check_checkout(tmp_path, stacks.default_stack(), "3.8")
+
+
+RECORDING = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from flashocc_kit import stacks
+time.sleep(max(0.0, float(sys.argv[4]) - time.time()))  # both start together
+for i in range(200):
+    stacks.record(sys.argv[2], sys.argv[3], "test", ok=True, result=str(i))
+"""
+
+
+def test_two_cells_recording_at_once_keep_both_records(tmp_path):
+    """CI tests two cells side by side: each `record` reads, updates and rewrites the file, and neither may lose
+    the other's entry."""
+    import time
+
+    start = str(time.time() + 2)
+    procs = [subprocess.Popen([sys.executable, "-c", RECORDING, str(KIT_ROOT / "tools"), str(tmp_path), cell, start])
+             for cell in ("torch2.1-py3.11-x86_64", "torch2.7-py3.10-x86_64")]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    records = stacks.read_records(tmp_path)
+    assert {cell: entry["test"]["result"] for cell, entry in records.items()} == {
+        "torch2.1-py3.11-x86_64": "199", "torch2.7-py3.10-x86_64": "199"}
+
+
+def test_a_second_setup_waits_for_the_checkouts_while_another_prepares_them(tmp_path, monkeypatch):
+    """Two setups in one workspace (CI's two cells side by side) take turns at the shared checkouts: the second
+    fetches nothing while the first holds them, then finds them ready."""
+    import threading
+
+    from flashocc_kit import installer
+    from flashocc_kit.locking import exclusively
+
+    opts = installer.SetupOptions(workspace=tmp_path / "ws", venv=tmp_path / "venv", from_dir=None,
+                                  base_python=Path(sys.executable), torch_mode="install")
+    steps = installer.Setup(opts)
+    obtained: list[str] = []
+    monkeypatch.setattr(installer.sources, "obtain", lambda project, *a, **kw: obtained.append(project.name))
+    with exclusively(steps.ws.kit_state / "checkouts.lock"):  # the first setup, at its sources step
+        second = threading.Thread(target=steps.sources)
+        second.start()
+        second.join(3)
+        assert second.is_alive() and obtained == []
+    second.join(30)
+    assert not second.is_alive() and obtained == ["flashocc", "mmcv", "mmdet", "mmdet3d"]

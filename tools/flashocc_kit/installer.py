@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ContextManager
 
 from . import drivingsdk, gitutil, rehearsal, sources
 from .ascend import cann_home
@@ -29,6 +30,7 @@ from .chip import A5, LABELS, PACKAGES, VENDORS, Chip, build_chip, detect
 from .diskspace import explain_if_disk_full, require_room
 from .errors import KitError
 from .hostinfo import usable_cpus
+from .locking import exclusively
 from .pins import KIT_ROOT, cache_dir
 from .stackenv import STATE_FILE, run_probe, venv_dir, venv_python
 from .stacks import Cell, LockLine, Stack, choose_stack, load_stacks, read_lock, record
@@ -177,8 +179,8 @@ class Setup:
     def __init__(self, opts: SetupOptions):
         self.opts = opts
         self.ws = Workspace.at(opts.workspace)
-        self.runner = Runner(self.ws.kit_state / "logs")
         self.plan = plan(opts)
+        self.runner = Runner(self.ws.kit_state / "logs" / self.plan.cell.id)  # a cell's own: cells set up at once
         self.venv_dir = self.plan.venv
         self.runner.venv = self.venv_dir
         self.python = venv_python(self.venv_dir)
@@ -194,14 +196,21 @@ class Setup:
 
     def sources(self) -> None:
         t = self.runner.begin("sources: each upstream project at its pin")
-        for project in self.ws.select(None):
-            sources.obtain(project, self.ws.root, self.opts.from_dir, log=lambda m: print(f"      {m}"))
+        with self.checkouts_locked():
+            for project in self.ws.select(None):
+                sources.obtain(project, self.ws.root, self.opts.from_dir, log=lambda m: print(f"      {m}"))
         self.runner.done(t, "sources ready")
 
     def patches(self) -> None:
         t = self.runner.begin("patches: apply, all or nothing per project")
-        self.ws.apply_all(log=lambda m: print(f"      {m}"))
+        with self.checkouts_locked():
+            self.ws.apply_all(log=lambda m: print(f"      {m}"))
         self.runner.done(t, "patches applied")
+
+    def checkouts_locked(self) -> ContextManager[None]:
+        """The checkouts are the workspace's, shared by its cells: two setups at once (CI tests two cells side by
+        side) take turns, and the second finds them ready."""
+        return exclusively(self.ws.kit_state / "checkouts.lock")
 
     def venv(self) -> None:
         t = self.runner.begin(f"virtual environment for {self.plan.describe()}")

@@ -21,6 +21,7 @@ from typing import Sequence
 
 from .chip import A5, PACKAGES
 from .errors import KitError
+from .locking import exclusively
 from .pins import KIT_ROOT, read_pins
 
 RECORDS = "cells.json"  # in the workspace's .kit/
@@ -247,13 +248,14 @@ def read_records(workspace: Path) -> dict[str, dict]:
 
 
 def record(workspace: Path, cell_id: str, event: str, **details: object) -> None:
-    """Note that `event` (setup | test) happened for a cell now, with its outcome."""
-    records = read_records(workspace)
-    entry = {"when": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), **details}
-    records.setdefault(cell_id, {})[event] = entry
+    """Note that `event` (setup | test) happened for a cell now, with its outcome (cells set up or tested at once
+    take turns: neither's record is lost)."""
     path = records_path(workspace)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    with exclusively(path.with_name(path.name + ".lock")):
+        records = read_records(workspace)
+        entry = {"when": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), **details}
+        records.setdefault(cell_id, {})[event] = entry
+        path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
 
 
 def matrix_rows(workspace: Path) -> list[dict[str, str]]:

@@ -3,17 +3,15 @@ watch, evaluation, the summaries and pictures."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .. import ascend
 from ..errors import KitError
+from ..locking import exclusively
 from ..results.profile import collect as collect_profile
 from ..settings import forced_device
 from .checkpoints import check_resume_path, finish_leg, read_legs, resume_point, start_leg
@@ -26,18 +24,6 @@ from .watch import LAUNCH_ENV, StallWatch, heartbeat_dir, new_launch_id
 
 RESULTS = "results.pkl"  # tools/test.py --out, in the work dir; the metrics land beside it (.metrics.json)
 HEARTBEAT_ENV = "FLASHOCC_HEARTBEAT_DIR"  # read by the port's tools/train.py
-
-
-@contextmanager
-def exclusively(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on path (created if need be): one preparer at a time, across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_smoke_data(root: Path, data_root: str) -> None:
