@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -131,10 +134,6 @@ exit "${{{status}:-0}}"
 
 def run_ci(tmp_path: Path, first: int, second: int) -> tuple[subprocess.CompletedProcess, float, list[str]]:
     """.ci/run in a copy of the repository's layout, its two cells' Pythons stood in for (no pyenv on PATH)."""
-    import os
-    import shutil
-    import time
-
     root = tmp_path / "repo"
     (root / ".ci").mkdir(parents=True)
     shutil.copy(KIT_ROOT / ".ci" / "run", root / ".ci" / "run")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -160,8 +162,6 @@ for i in range(200):
 def test_two_cells_recording_at_once_keep_both_records(tmp_path):
     """CI tests two cells side by side: each `record` reads, updates and rewrites the file, and neither may lose
     the other's entry."""
-    import time
-
     start = str(time.time() + 2)
     procs = [subprocess.Popen([sys.executable, "-c", RECORDING, str(KIT_ROOT / "tools"), str(tmp_path), cell, start])
              for cell in ("torch2.1-py3.11-x86_64", "torch2.7-py3.10-x86_64")]
@@ -174,8 +174,6 @@ def test_two_cells_recording_at_once_keep_both_records(tmp_path):
 def test_a_second_setup_waits_for_the_checkouts_while_another_prepares_them(tmp_path, monkeypatch):
     """Two setups in one workspace (CI's two cells side by side) take turns at the shared checkouts: the second
     fetches nothing while the first holds them, then finds them ready."""
-    import threading
-
     from flashocc_kit import installer
     from flashocc_kit.locking import exclusively
 
