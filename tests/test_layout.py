@@ -126,6 +126,7 @@ def test_ci_runs_exactly_the_test_commands_the_readme_gives():
 FAKE_PYTHON = """#!/bin/sh
 # stands in for {name}: records its arguments, takes a second, exits as the test says
 echo "{name} $*" >> "$CALLS"
+nice > "$CALLS.{name}.niceness"
 sleep "$CELL_SECONDS"
 echo "{name} ran"
 exit "${{{status}:-0}}"
@@ -159,3 +160,6 @@ def test_ci_runs_both_cells_side_by_side_and_fails_if_either_fails(tmp_path, fir
     assert seconds < 3.5, "the two cells ran one after the other"  # each takes 2 s
     assert "python3.10 ran" in proc.stdout  # the second cell's output, shown after the first's
     assert f"default cell exit {first}; torch 2.7 cell set exit {second}" in proc.stdout
+    # the default cell (the longest chain) keeps this script's priority; the second yields to it (nice 5)
+    niceness = {name: int((tmp_path / f"calls.{name}.niceness").read_text()) for name in ("python3", "python3.10")}
+    assert niceness == {"python3": os.nice(0), "python3.10": min(19, os.nice(0) + 5)}
