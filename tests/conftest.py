@@ -244,6 +244,16 @@ def small_train_infos(flashocc_root: Path, tmp_path: Path, samples: int = 24) ->
     return path
 
 
+def sitecustomize_pythonpath(directory: Path, code: str) -> str:
+    """A PYTHONPATH under which every Python process of a launch runs `code` first (written to directory as its
+    sitecustomize.py), ahead of this environment's own PYTHONPATH."""
+    import textwrap
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sitecustomize.py").write_text(textwrap.dedent(code))
+    return os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
+
+
 def single_node_env() -> dict[str, str]:
     """This environment for a launch script run on this machine alone, on a port of its own."""
     env = {k: v for k, v in os.environ.items() if k not in ("NNODES", "NODE_RANK", "MASTER_ADDR", "FLASHOCC_SMOKE",
@@ -315,14 +325,17 @@ class SmokeRun:
                 self.proc.wait()
 
 
+def _in_smoke_accuracy(item) -> bool:
+    return item.nodeid.split("::")[0].endswith(SMOKE_ACCURACY)
+
+
 def pytest_collection_modifyitems(items: list) -> None:
     """The smoke accuracy tests last: the other tests do not wait for its training, which then has every core."""
-    items.sort(key=lambda item: item.nodeid.split("::")[0].endswith(SMOKE_ACCURACY))  # stable: the rest keep order
+    items.sort(key=_in_smoke_accuracy)  # stable: the rest keep their order
 
 
 def pytest_collection_finish(session) -> None:
-    wanted = any(item.nodeid.split("::")[0].endswith(SMOKE_ACCURACY) and "smoke_accuracy_run" in item.fixturenames
-                 for item in session.items)
+    wanted = any(_in_smoke_accuracy(item) and "smoke_accuracy_run" in item.fixturenames for item in session.items)
     if not wanted or session.config.option.collectonly:
         return
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KIT_ROOT, free_port, git
+from conftest import KIT_ROOT, free_port, git, sitecustomize_pythonpath
 
 PERF_CASE = "FlashOCC_R50_cpusmoke_bs4_2p_perf"  # the smoke perf run's case name: 2 ranks x 2 samples
 
@@ -77,10 +77,7 @@ def perf_run(flashocc_root, tmp_path_factory):
     process-tree and config-formatting tests. While its ranks train, the processes under the script are recorded."""
     out = tmp_path_factory.mktemp("perf")
     before = tracked_changes(flashocc_root)
-    site = out / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(FORMAT_COUNT_SITECUSTOMIZE)
-    env = {**run_env(), "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    env = {**run_env(), "PYTHONPATH": sitecustomize_pythonpath(out / "site", FORMAT_COUNT_SITECUSTOMIZE)}
     proc = subprocess.Popen(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "12", "--profile",
                              "--work-dir", str(out / "work"), "--output-dir", str(out / "output")],
                             cwd=flashocc_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

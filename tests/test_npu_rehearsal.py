@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KIT_ROOT
+from conftest import KIT_ROOT, sitecustomize_pythonpath
 from test_cpu_runs import run_env
 
 pytestmark = pytest.mark.cell
@@ -96,10 +96,7 @@ def pair(rehearsal_ready, two_epoch_smoke_run, tmp_path_factory):
     root = rehearsal_ready
     tmp = tmp_path_factory.mktemp("rehearsal")
     cpu = two_epoch_smoke_run
-    site = tmp / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(ADD_RELU_SITECUSTOMIZE)
-    pythonpath = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    pythonpath = sitecustomize_pythonpath(tmp / "site", ADD_RELU_SITECUSTOMIZE)
     npu = run_script(root, SMOKE_SCRIPT, tmp / "npu-work", tmp / "npu-out", "--emulate-npu", "--profile-warmup", "3",
                      *cpu["args"][1:], env={"PYTHONPATH": pythonpath})
     return {"cpu": (cpu["proc"], cpu["work"], cpu["out"]), "npu": (npu, tmp / "npu-work", tmp / "npu-out")}

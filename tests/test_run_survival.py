@@ -9,13 +9,12 @@ import os
 import re
 import signal
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, sitecustomize_pythonpath
 from test_cpu_runs import run_env
 
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
@@ -118,10 +117,7 @@ STALL_SITECUSTOMIZE = """
 
 
 def test_a_stalled_rank_ends_the_run_naming_it_with_its_stack(flashocc_root, tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(textwrap.dedent(STALL_SITECUSTOMIZE))
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    env = {"PYTHONPATH": sitecustomize_pythonpath(tmp_path / "site", STALL_SITECUSTOMIZE)}
     started = time.time()
     proc = launch(flashocc_root, tmp_path / "work", tmp_path / "out", "--max-iters", "30", "--stall-timeout", "40",
                   env=env)
@@ -186,13 +182,9 @@ def two_nodes(flashocc_root: Path, tmp_path: Path, node_args: dict[int, tuple[st
 
 
 def test_two_nodes_train_together_on_one_split_and_node_0_writes_the_summaries(flashocc_root, tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(textwrap.dedent(INDEX_SITECUSTOMIZE))
     indices = tmp_path / "indices"
     indices.mkdir()
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-           "INDEX_DIR": str(indices)}
+    env = {"PYTHONPATH": sitecustomize_pythonpath(tmp_path / "site", INDEX_SITECUSTOMIZE), "INDEX_DIR": str(indices)}
     data = tmp_path / "nuscenes-synthetic"  # not there yet: both nodes want it, one generates it
     results = two_nodes(flashocc_root, tmp_path, {}, data, env)
     for rank, (code, output) in results.items():
