@@ -139,7 +139,8 @@ def test_perf_script_defaults(launch, flashocc_tree):
     assert proc.returncode == 0, proc.stderr
     (call,) = calls
     assert torchrun_options(call["argv"]) == {"nnodes": "1", "node_rank": "0", "nproc_per_node": "8",
-                                              "master_addr": "127.0.0.1", "master_port": "29500"}
+                                              "master_addr": "127.0.0.1", "master_port": "29500",
+                                              "monitor_interval": "0.1"}
     argv = call["argv"]
     assert argv[argv.index("tools/train.py") + 1] == "projects/configs/flashocc/flashocc-r50.py"
     assert argv[argv.index("--launcher"):argv.index("--launcher") + 2] == ["--launcher", "pytorch"]
@@ -180,7 +181,8 @@ def test_multi_node_variables(launch):
     node_0.join(timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert torchrun_options(calls[0]["argv"]) == {"nnodes": "2", "node_rank": "1", "nproc_per_node": "8",
-                                                  "master_addr": "127.0.0.1", "master_port": str(port)}
+                                                  "master_addr": "127.0.0.1", "master_port": str(port),
+                                                  "monitor_interval": "0.1"}
     assert "_bs64_16p_" in proc.stdout  # the case name records the global batch and all ranks
 
 
@@ -219,6 +221,37 @@ def test_fp16_scripts_switch_the_backbone_to_half_precision(launch):
         assert proc.returncode == 0, proc.stderr
         assert all("model.img_backbone_fp16=True" in cfg_options(c["argv"]) for c in calls)
         assert "_fp16backbone" in proc.stdout
+
+
+# In the launcher's own process, at its exit: which of torch and mmcv it imported
+IMPORTS_AT_EXIT = """
+import atexit, sys
+if sys.argv[0].endswith("kit.py"):
+    atexit.register(lambda: print("[test] launcher imported: " + " ".join(
+        name for name in ("torch", "mmcv") if sys.modules.get(name) is not None), file=sys.stderr))
+"""
+
+
+def test_the_launcher_reads_the_config_without_importing_torch(launch, tmp_path):
+    """torch's import is most of a launcher's start-up, and the launcher reads configs but trains nothing."""
+    from conftest import sitecustomize_pythonpath
+
+    proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--num-npu", "2", "--batch-size", "3",
+                         env={"PYTHONPATH": sitecustomize_pythonpath(tmp_path / "site", IMPORTS_AT_EXIT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "data.samples_per_gpu=3" in cfg_options(calls[0]["argv"])
+    (imported,) = [line for line in proc.stderr.splitlines() if line.startswith("[test] launcher imported:")]
+    assert imported.split(":")[1].split() == []  # neither: the config's mmcv is forgotten after the read
+
+
+def test_a_process_that_read_a_config_still_imports_the_whole_of_mmcv(flashocc_tree):
+    code = ("import sys; from pathlib import Path; from flashocc_kit.training.run import SMOKE_CONFIG, read_config; "
+            "print(read_config(Path(sys.argv[1]), SMOKE_CONFIG).data_root); "
+            "from mmcv.runner import EpochBasedRunner; from mmcv.utils import Registry; import torch; print('whole')")
+    proc = subprocess.run([sys.executable, "-c", code, str(flashocc_tree)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(KIT_ROOT / "tools")}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["data/nuscenes-synthetic/", "whole"]
 
 
 @pytest.mark.parametrize("failing, code", [("train.py:3", 3), ("test.py:1", 1)])

@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import configfile
 from .errors import KitError
 from .occ3d import GRID_SHAPE, OCC_CLASSES, info_file
 from .training.checkpoints import damage
@@ -58,16 +59,7 @@ class DataReport:
 
 def expectations(flashocc: Path, config: str, data_root: str | None) -> DataExpectations:
     """Read the config with mmcv (its _base_ files included) for what it will read."""
-    from mmcv import Config
-
-    cwd = os.getcwd()
-    try:
-        os.chdir(flashocc)
-        cfg = Config.fromfile(config)
-    except Exception as exc:  # noqa: BLE001 (a broken config: say which and why)
-        raise KitError(f"cannot read the config {config}: {type(exc).__name__}: {exc}") from None
-    finally:
-        os.chdir(cwd)
+    cfg = configfile.load(flashocc, config)
     files = {}
     for split in ("train", "val"):
         section = cfg.data.get(split) or {}

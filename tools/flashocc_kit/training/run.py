@@ -8,11 +8,11 @@ reaches mmcv as --cfg-options (no file is edited).
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .. import configfile
 from ..errors import KitError
 from ..occ3d import info_file
 from ..results.summary import PRECISIONS  # noqa: F401 (the launcher's choices)
@@ -67,17 +67,8 @@ class ConfigDefaults:
 
 def read_config(flashocc: Path, config: str) -> ConfigDefaults:
     """Read a FlashOCC config with mmcv's Config (its _base_ files included); needs the kit's environment."""
-    from mmcv import Config
-
     path = flashocc / config
-    cwd = os.getcwd()
-    try:
-        os.chdir(flashocc)  # FlashOCC's configs name their _base_ files relative to the root
-        cfg = Config.fromfile(str(path))
-    except Exception as exc:  # noqa: BLE001 (a broken config is the user's to fix: say which and why)
-        raise KitError(f"cannot read the config {path}: {type(exc).__name__}: {exc}") from None
-    finally:
-        os.chdir(cwd)
+    cfg = configfile.load(flashocc, config)
     data = cfg.get("data") or {}
     missing = [f"data.{key}" for key in ("samples_per_gpu", "workers_per_gpu") if key not in data]
     missing += ["data_root"] if "data_root" not in cfg else []
