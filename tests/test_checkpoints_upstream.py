@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,15 @@ from conftest import NO_SOURCES, PORT_FLASHOCC, PRISTINE_IMPORT_STUBS, pristine_
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
 CONFIG = "projects/configs/flashocc/flashocc-r50.py"
 
-# Builds one tree's model in a fresh process: `worker.py ROOT ROLE OUT [CHECKPOINT]`. Writes its state_dict's
-# layout and a checkpoint (mmcv's save_checkpoint) from seed 0; with CHECKPOINT, loads it with strict=True
-# (mmcv's load_checkpoint, as load_from and tools/test.py do) and writes the occupancy logits for inputs.pt.
+# Builds one tree's model in a fresh process: `worker.py ROOT ROLE OUT CHECKPOINT`. Writes its state_dict's
+# layout and a checkpoint (mmcv's save_checkpoint) from seed 0; then waits for CHECKPOINT, the other tree's (the two
+# workers run side by side), loads it with strict=True (mmcv's load_checkpoint, as load_from and tools/test.py do)
+# and writes the occupancy logits for inputs.pt.
 WORKER = r'''
-import importlib.util, json, sys, types
+import importlib.util, json, os, sys, time, types
 import torch
 
-root, role, out = sys.argv[1:4]
-checkpoint = sys.argv[4] if len(sys.argv) > 4 else None
+root, role, out, checkpoint = sys.argv[1:5]
 sys.path.insert(0, root)
 if role == "pristine":
     exec(PRISTINE_IMPORT_STUBS)  # its compiled ops are never called: pooling below
@@ -53,25 +54,43 @@ model.init_weights()
 model.eval()
 layout = {name: [list(t.shape), str(t.dtype)] for name, t in model.state_dict().items()}
 json.dump(layout, open(f"{out}/{role}_layout.json", "w"))
-save_checkpoint(model, f"{out}/{role}.pth")
-if checkpoint:
-    load_checkpoint(model, checkpoint, map_location="cpu", strict=True)
-    img_inputs = torch.load(f"{out}/inputs.pt")
-    with torch.no_grad():
-        feats, _, _ = model.extract_feat(None, img_inputs=img_inputs, img_metas=[{}])
-        logits = model.occ_head(feats[0])
-    torch.save(logits, f"{out}/{role}_logits.pt")
+save_checkpoint(model, f"{out}/{role}.pth.part")
+os.replace(f"{out}/{role}.pth.part", f"{out}/{role}.pth")  # whole, for the other worker
+deadline = time.time() + 600
+while not os.path.exists(checkpoint):
+    if time.time() > deadline:
+        sys.exit(f"no {checkpoint} after 600 s: the other worker failed")
+    time.sleep(0.2)
+load_checkpoint(model, checkpoint, map_location="cpu", strict=True)
+img_inputs = torch.load(f"{out}/inputs.pt")
+with torch.no_grad():
+    feats, _, _ = model.extract_feat(None, img_inputs=img_inputs, img_metas=[{}])
+    logits = model.occ_head(feats[0])
+torch.save(logits, f"{out}/{role}_logits.pt")
 print("ok", role)
 '''
 
 
-def run_worker(tmp_path: Path, root: Path, role: str, checkpoint: Path | None = None) -> None:
+def run_workers(tmp_path: Path, roots: dict[str, Path]) -> None:
+    """Both trees' workers side by side, each loading the other's checkpoint; one failing ends the other."""
     env = {**os.environ, "FLASHOCC_DEVICE": "cpu"}
     env.pop("PYTHONPATH", None)
-    args = [sys.executable, str(tmp_path / "worker.py"), str(root), role, str(tmp_path)]
-    proc = subprocess.run([*args, *([str(checkpoint)] if checkpoint else [])], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{role} model failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    other = {"pristine": "patched", "patched": "pristine"}
+    workers = {}
+    for role, root in roots.items():
+        with (tmp_path / f"{role}.log").open("w") as log:
+            workers[role] = subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(root), role,
+                                              str(tmp_path), str(tmp_path / f"{other[role]}.pth")],
+                                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 900
+    while any(proc.poll() is None for proc in workers.values()):
+        if time.monotonic() > deadline or any(proc.returncode for proc in workers.values()):
+            for proc in workers.values():
+                proc.kill()  # our own workers, one of them already ended or both late
+                proc.wait()
+        time.sleep(0.2)
+    for role, proc in workers.items():
+        assert proc.returncode == 0, f"{role} model failed:\n{(tmp_path / f'{role}.log').read_text()[-5000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +111,7 @@ def both_models(flashocc_root, tmp_path_factory):
     ego2global[..., :3, 3] = torch.tensor([1234.5, -876.25, 3.0])
     torch.save([torch.randn(1, 6, 3, 256, 704, generator=g), rig[0], ego2global, *rig[2:]], out / "inputs.pt")
     # each tree writes its checkpoint, then loads the other's: pristine weights into the patched model too
-    run_worker(out, pristine, "pristine")
-    run_worker(out, flashocc_root, "patched", out / "pristine.pth")
-    run_worker(out, pristine, "pristine", out / "patched.pth")
+    run_workers(out, {"pristine": pristine, "patched": flashocc_root})
     return out
 
 
