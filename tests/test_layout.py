@@ -127,6 +127,7 @@ FAKE_PYTHON = """#!/bin/sh
 # stands in for {name}: records its arguments, takes a second, exits as the test says
 echo "{name} $*" >> "$CALLS"
 nice > "$CALLS.{name}.niceness"
+echo "$OMP_NUM_THREADS $MKL_NUM_THREADS" > "$CALLS.{name}.threads"
 sleep "$CELL_SECONDS"
 echo "{name} ran"
 exit "${{{status}:-0}}"
@@ -163,3 +164,6 @@ def test_ci_runs_both_cells_side_by_side_and_fails_if_either_fails(tmp_path, fir
     # the default cell (the longest chain) keeps this script's priority; the second yields to it (nice 5)
     niceness = {name: int((tmp_path / f"calls.{name}.niceness").read_text()) for name in ("python3", "python3.10")}
     assert niceness == {"python3": os.nice(0), "python3.10": min(19, os.nice(0) + 5)}
+    # one thread per process in both cells: the cores are shared
+    threads = {name: (tmp_path / f"calls.{name}.threads").read_text().split() for name in ("python3", "python3.10")}
+    assert threads == {"python3": ["1", "1"], "python3.10": ["1", "1"]}
