@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -52,12 +53,31 @@ def prepare_environment(opts: SetupOptions, require_sources: bool) -> Setup:
     return steps
 
 
-def run_pytest(python: Path, pytest_args: list[str], require_sources: bool = False) -> tuple[int, str]:
-    """pytest's exit status (no tests collected counts as a failure) and its closing summary line."""
+def pytest_command(python: Path, pytest_args: list[str], require_sources: bool) -> tuple[list[str], dict | None]:
     cmd = [str(python), "-m", "pytest", *pytest_args]
     env = {**os.environ, REQUIRE_ENV: "1"} if require_sources else None  # conftest then fails such skips
     prefix = f"{REQUIRE_ENV}=1 " if require_sources else ""
     print(f"$ {prefix}{' '.join(cmd)}", flush=True)
+    return cmd, env
+
+
+def summary_line(line: str, last: str) -> str:
+    """pytest's closing line ("== 3 passed in 1.2s =="), or the one seen so far."""
+    if re.search(r"\b(passed|failed|error|skipped|no tests ran)\b", line) and line.startswith("="):
+        return line.strip("= \n")
+    return last
+
+
+def pytest_status(code: int) -> int:
+    if code == PYTEST_NO_TESTS:
+        print("error: pytest collected no tests; that is a failure, not a pass", file=sys.stderr)
+        return 1
+    return code
+
+
+def run_pytest(python: Path, pytest_args: list[str], require_sources: bool = False) -> tuple[int, str]:
+    """pytest's exit status (no tests collected counts as a failure) and its closing summary line."""
+    cmd, env = pytest_command(python, pytest_args, require_sources)
     proc = subprocess.Popen(cmd, cwd=KIT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", env=env)
     last = ""
@@ -65,13 +85,37 @@ def run_pytest(python: Path, pytest_args: list[str], require_sources: bool = Fal
     for line in proc.stdout:
         sys.stdout.write(line)
         sys.stdout.flush()
-        if re.search(r"\b(passed|failed|error|skipped|no tests ran)\b", line) and line.startswith("="):
-            last = line.strip("= \n")
-    code = proc.wait()
-    if code == PYTEST_NO_TESTS:
-        print("error: pytest collected no tests; that is a failure, not a pass", file=sys.stderr)
-        return 1, last or "no tests collected"
-    return code, last
+        last = summary_line(line, last)
+    return pytest_status(proc.wait()), last or "no tests collected"
+
+
+def run_suite(python: Path, log_dir: Path, require_sources: bool = False) -> tuple[int, str]:
+    """The whole suite as two pytest sessions side by side: the cell set (-m cell, what every other cell runs) and
+    the rest. Each is a chain of tests that mostly keep one core busy, so one session after another left a core idle
+    for most of the run. The rest prints as it goes; the cell set, in the background, writes a log printed after."""
+    log = log_dir / "pytest-cell-set.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd, env = pytest_command(python, ["-m", SHORT_MARKER], require_sources)
+    print(f"  (in the background, beside the next: its output in {log}, shown at the end)", flush=True)
+    with log.open("w") as out:
+        cell_set = subprocess.Popen(cmd, cwd=KIT_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)  # a group of its own: stopped whole below
+    try:
+        code, summary = run_pytest(python, ["-m", f"not {SHORT_MARKER}"], require_sources)
+        cell_code = cell_set.wait()
+    finally:
+        if cell_set.poll() is None:  # interrupted: our own session's group
+            os.killpg(cell_set.pid, signal.SIGTERM)
+            cell_set.wait()
+    text = log.read_text(errors="replace")
+    print(f"\nthe cell set (pytest -m {SHORT_MARKER}), run beside the rest ({log}):\n{text}", end="", flush=True)
+    cell_summary = ""
+    for line in text.splitlines():
+        cell_summary = summary_line(line, cell_summary)
+    cell_code = pytest_status(cell_code)
+    print(f"\nthe rest: {summary or 'no summary'} (exit {code}); the cell set: {cell_summary or 'no summary'} "
+          f"(exit {cell_code})", flush=True)
+    return (0 if code == cell_code == 0 else 1), f"{summary}; cell set: {cell_summary}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
     pytest_args = [a for a in args.pytest_args if a != "--"]
     if args.short:
         pytest_args = ["-m", SHORT_MARKER, *pytest_args]
-    code, summary = run_pytest(steps.python, pytest_args, args.require_sources)
+    if pytest_args:
+        code, summary = run_pytest(steps.python, pytest_args, args.require_sources)
+    else:
+        code, summary = run_suite(steps.python, steps.runner.log_dir, args.require_sources)
     record(ws.root, steps.plan.cell.id, "test", ok=code == 0, result=summary or f"exit {code}",
            selection="short" if args.short else "full" if not pytest_args else " ".join(pytest_args),
            seconds=round(time.monotonic() - started))
