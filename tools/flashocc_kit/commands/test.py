@@ -6,7 +6,8 @@ tests that need the sources skip, each printing why, and pytest's summary says h
 `--require-sources` (what CI runs) refuses to go on without the sources and counts every such skip as a
 failure, so that a broken or partial environment cannot read green. `--short` runs the set each further cell of
 the support matrix is held to (the tests marked `cell`: the port's portable ops, the gloo DDP test,
-a short two-rank training with an evaluation and a resume).
+a short two-rank training with an evaluation and a resume). Without pytest arguments the whole suite runs as two
+pytest sessions side by side: that set and the rest.
 """
 
 from __future__ import annotations
@@ -98,8 +99,10 @@ def run_suite(python: Path, log_dir: Path, require_sources: bool = False) -> tup
     cmd, env = pytest_command(python, ["-m", SHORT_MARKER], require_sources)
     print(f"  (in the background, beside the next: its output in {log}, shown at the end)", flush=True)
     with log.open("w") as out:
+        # a session of its own: its process group is stopped whole below; under Linux's autogroup it is also a
+        # scheduling group of its own, weighed as one job against this session's (CI measured it so)
         cell_set = subprocess.Popen(cmd, cwd=KIT_ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)  # a group of its own: stopped whole below
+                                    start_new_session=True)
     try:
         code, summary = run_pytest(python, ["-m", f"not {SHORT_MARKER}"], require_sources)
         cell_code = cell_set.wait()
