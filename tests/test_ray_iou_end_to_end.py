@@ -162,13 +162,12 @@ def flat_road_checkpoint(flashocc_root: Path, out: Path) -> None:
     layer set to a constant: driveable surface in the ground layer, free above and below, whatever the images show
     (so the other weights, trained or not, change nothing)."""
     import torch
-    from mmcv import Config
     from mmcv.runner import save_checkpoint
-    from mmdet3d.models import build_model
 
-    cfg = Config.fromfile(str(flashocc_root / SMOKE_CONFIG))
+    from test_configs_build import build
+
     torch.manual_seed(0)
-    model = build_model(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
+    model = build(flashocc_root, str(Path(SMOKE_CONFIG).relative_to("projects/configs")))
     model.init_weights()
     state = model.state_dict()
     weight, bias = state["occ_head.predicter.2.weight"], state["occ_head.predicter.2.bias"]
