@@ -224,8 +224,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
             f"`kit.py test --require-sources`, which CI runs, counts such skips as failures.", yellow=True)
 
 
-def small_train_infos(flashocc_root: Path, tmp_path: Path, samples: int = 24) -> Path:
-    """The smoke set's first samples as a train info file: 6 iterations an epoch on 2 ranks x 2."""
+def small_infos(flashocc_root: Path, tmp_path: Path, split: str, samples: int) -> Path:
+    """The smoke set's first samples of a split ("train", "val") as an info file of their own."""
     import pickle
 
     from flashocc_kit.occ3d import info_file
@@ -235,10 +235,10 @@ def small_train_infos(flashocc_root: Path, tmp_path: Path, samples: int = 24) ->
     data_root = read_config(flashocc_root, SMOKE_CONFIG).data_root
     root = flashocc_root / data_root
     ensure_smoke_data(root, data_root)  # as the smoke run does: under its lock (the background smoke run may be at it)
-    with (root / info_file("train")).open("rb") as fh:
+    with (root / info_file(split)).open("rb") as fh:
         infos = pickle.load(fh)
     infos["infos"] = infos["infos"][:samples]
-    path = tmp_path / f"train{samples}.pkl"
+    path = tmp_path / f"{split}{samples}.pkl"
     with path.open("wb") as fh:
         pickle.dump(infos, fh)
     return path
@@ -262,13 +262,21 @@ def single_node_env() -> dict[str, str]:
     return env
 
 
+# The shared short run (and the runs compared with it): 16 training samples, 4 iterations an epoch on 2 ranks x 2, the
+# fewest that still leave a resume test room to kill a run mid-epoch and a profiler its 3 warm-up and 5 recorded steps
+# over two epochs; evaluated on one val scene (8 samples). Each sample fewer is CI time saved in every cell.
+SHORT_RUN = {"train_samples": 16, "val_samples": 8, "iters_per_epoch": 4, "epochs": 2}
+
+
 @pytest.fixture(scope="session")
 def two_epoch_smoke_run(flashocc_root, tmp_path_factory) -> dict:
-    """The smoke config trained 2 epochs on its first 24 samples (12 iterations on 2 ranks x 2) and evaluated, on the
+    """The smoke config trained 2 epochs on its first training samples and evaluated on a val scene (SHORT_RUN), on the
     CPU, whole: one run with two uses, the resume test's uninterrupted run and the NPU rehearsal's CPU twin."""
     tmp = tmp_path_factory.mktemp("two-epoch-smoke")
-    infos = small_train_infos(flashocc_root, tmp)
-    args = ("--smoke", "--epochs", "2", "--log-interval", "1", "--cfg-options", f"data.train.ann_file={infos}")
+    train = small_infos(flashocc_root, tmp, "train", SHORT_RUN["train_samples"])
+    val = small_infos(flashocc_root, tmp, "val", SHORT_RUN["val_samples"])
+    args = ("--smoke", "--epochs", str(SHORT_RUN["epochs"]), "--log-interval", "1", "--cfg-options",
+            f"data.train.ann_file={train}", f"data.val.ann_file={val}", f"data.test.ann_file={val}")
     env = single_node_env()
     proc = subprocess.run(["bash", "test/train_smoke_flashocc_cpu.sh", "--work-dir", str(tmp / "work"),
                            "--output-dir", str(tmp / "out"), *args], cwd=flashocc_root, env=env, capture_output=True,

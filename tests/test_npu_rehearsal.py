@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KIT_ROOT, sitecustomize_pythonpath
+from conftest import KIT_ROOT, SHORT_RUN, sitecustomize_pythonpath
 from test_cpu_runs import run_env
 
 pytestmark = pytest.mark.cell
@@ -35,6 +35,7 @@ KERNELS = re.compile(r"\[npu emulator\] rank (\d+) \(pid \d+\): mx_driving\._C k
 # round losses to 5 decimals. 1e-3 relative leaves room for other CPUs' kernels, and still catches a real
 # difference (a wrong kernel, a patch computing something else, a missed step), which moves losses by percents.
 LOSS_RTOL = 1e-3
+ITERATIONS = SHORT_RUN["iters_per_epoch"] * SHORT_RUN["epochs"]  # of the shared short run and its rehearsal
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +92,9 @@ ADD_RELU_CALLS = re.compile(r"\[test\] rank (\d+): mx_driving\.npu_add_relu call
 
 @pytest.fixture(scope="module")
 def pair(rehearsal_ready, two_epoch_smoke_run, tmp_path_factory):
-    """The smoke config trained 2 epochs on 24 samples (12 iterations) and evaluated: on the CPU over gloo (the run
-    the resume test shares), and rehearsed on two emulated NPUs over hccl, profiled (3 warm-up steps, 5 recorded)."""
+    """The smoke config trained 2 epochs on a few samples and evaluated on a val scene (conftest's SHORT_RUN): on the
+    CPU over gloo (the run the resume test shares), and rehearsed on two emulated NPUs over hccl, profiled (3 warm-up
+    steps, 5 recorded)."""
     root = rehearsal_ready
     tmp = tmp_path_factory.mktemp("rehearsal")
     cpu = two_epoch_smoke_run
@@ -121,16 +123,17 @@ def test_the_smoke_run_rehearses_on_two_emulated_npus_over_hccl_with_drivingsdk(
     for rank, counted in calls.items():
         # the view transformer pools with the wheel's bev_pool_v3 (int32 ranks, or the emulated kernel would have
         # refused them), forward and backward, once an iteration
-        assert counted.get("npu_bev_pool_v3") == 12 and counted.get("npu_bev_pool_v3_backward") == 12, (rank, counted)
+        assert counted.get("npu_bev_pool_v3") == ITERATIONS and counted.get("npu_bev_pool_v3_backward") == ITERATIONS, \
+            (rank, counted)
     # mmdet's ResNet blocks end in DrivingSDK's npu_add_relu (the patcher's forward): at least the image backbone's
     # 8 (ResNet-18) an iteration, on both ranks alike
     add_relu = {int(rank): int(n) for rank, n in ADD_RELU_CALLS.findall((out / "train_console.log").read_text())}
-    assert sorted(add_relu) == [0, 1] and add_relu[0] == add_relu[1] >= 8 * 12, add_relu
+    assert sorted(add_relu) == [0, 1] and add_relu[0] == add_relu[1] >= 8 * ITERATIONS, add_relu
     evaluation = kernel_calls((out / "eval_console.log").read_text())  # tools/test.py on the emulated NPUs
-    assert sum(counted["npu_bev_pool_v3"] for counted in evaluation.values()) == 24  # a forward per val sample
+    assert sum(counted["npu_bev_pool_v3"] for counted in evaluation.values()) == SHORT_RUN["val_samples"]  # one each
     summary = summary_of(out)
     assert summary["emulated"] is True and summary["device"] == "npu" and summary["environment"]["emulated"] is True
-    assert summary["case_name"].endswith("_npurehearsal") and summary["accuracy"]["samples"] == 24
+    assert summary["case_name"].endswith("_npurehearsal") and summary["accuracy"]["samples"] == SHORT_RUN["val_samples"]
     assert math.isfinite(summary["accuracy"]["miou"])
 
 
@@ -138,7 +141,7 @@ def test_the_rehearsals_losses_are_the_cpu_runs(pair):
     cpu, npu = pair["cpu"], pair["npu"]
     assert cpu[0].returncode == 0 and npu[0].returncode == 0
     expected, got = losses(cpu[1]), losses(npu[1])
-    assert len(expected) == 12 and [i for i, _ in got] == [i for i, _ in expected]
+    assert len(expected) == ITERATIONS and [i for i, _ in got] == [i for i, _ in expected]
     for (step, a), (_, b) in zip(expected, got):
         assert b == pytest.approx(a, rel=LOSS_RTOL), f"iteration {step}: CPU {a}, rehearsal {b}"
 

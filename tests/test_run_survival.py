@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, sitecustomize_pythonpath
+from conftest import SHORT_RUN, free_port, sitecustomize_pythonpath
 from test_cpu_runs import run_env
 
 torch = pytest.importorskip("torch", reason="needs torch: run the suite in the kit's environment")
@@ -61,7 +61,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_lo
         while time.time() < deadline and killed.poll() is None:
             try:  # this launch's heartbeats: .heartbeat/<launch id>/rank<N>.json
                 state = json.loads(next(work.glob(".heartbeat/*/rank0.json")).read_text())
-                if state["epoch"] == 2 and state["inner_iter"] >= 2:
+                if state["epoch"] == 2 and state["inner_iter"] >= 1:  # mid-epoch, iterations to go
                     break
             except (OSError, ValueError, KeyError, StopIteration):
                 pass
@@ -87,7 +87,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_lo
     last_leg = sorted(work.glob("*.log.json"))[-1]
     resumed_epoch2 = [(r["iter"], r["loss"]) for r in map(json.loads, last_leg.read_text().splitlines()[1:])
                       if r.get("mode") == "train" and r["epoch"] == 2]
-    assert resumed_epoch2 == whole_epoch2 and len(whole_epoch2) == 6
+    assert resumed_epoch2 == whole_epoch2 and len(whole_epoch2) == SHORT_RUN["iters_per_epoch"]
 
     summary = json.loads((tmp_path / "out-killed" / f"{SMOKE_ACC}_summary.json").read_text())
     whole_summary = json.loads((whole["out"] / f"{SMOKE_ACC}_summary.json").read_text())
@@ -96,7 +96,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_lo
     assert summary["resumed"]["from"] == str(work / "epoch_1.pth")
     legs = summary["resumed"]["legs"]
     assert len(legs) == 2 and summary["e2e_training_time_s"] == pytest.approx(sum(leg["seconds"] for leg in legs))
-    assert summary["last_iter"] == 12 and any("legs joined" in n for n in summary["notes"])
+    assert summary["last_iter"] == SHORT_RUN["iters_per_epoch"] * SHORT_RUN["epochs"]
+    assert any("legs joined" in n for n in summary["notes"])
 
 
 STALL_SITECUSTOMIZE = """
@@ -151,14 +152,17 @@ INDEX_SITECUSTOMIZE = """
             dataset.__getitem__ = record
         threading.Thread(target=patch_when_loaded, daemon=True).start()
     if any(a.endswith("kit.py") for a in sys.argv) and "launch" in sys.argv:
-        # the launchers generate a smaller set (24 train samples, 8 val): that one node generates while the other
-        # waits is the point here, not the set's size (the full one takes minutes)
+        # the launchers generate a smaller set (16 train samples, 8 val: each rank's 4 iterations x 2 read a
+        # sample once): that one node generates while the other waits is the point here, not the set's size
         def shrink_when_loaded():
             while not hasattr(sys.modules.get("flashocc_kit.training.run"), "SMOKE_DATA"):
                 time.sleep(0.01)
-            sys.modules["flashocc_kit.training.run"].SMOKE_DATA.update(train_scenes=3, val_scenes=1)
+            sys.modules["flashocc_kit.training.run"].SMOKE_DATA.update(train_scenes=2, val_scenes=1)
         threading.Thread(target=shrink_when_loaded, daemon=True).start()
 """
+
+
+NODE_ITERS = 4  # the fewest a performance summary takes
 
 
 def two_nodes(flashocc_root: Path, tmp_path: Path, node_args: dict[int, tuple[str, ...]], data: Path,
@@ -169,7 +173,7 @@ def two_nodes(flashocc_root: Path, tmp_path: Path, node_args: dict[int, tuple[st
         # into files, not pipes: a node whose pipe fills while the test waits on the other would block for good
         logs[rank] = (tmp_path / f"node{rank}.out").open("w")
         procs[rank] = launch(flashocc_root, tmp_path / "work", tmp_path / f"out{rank}", "--num-npu", "1",
-                             "--max-iters", "6", "--data-root", str(data), "--node-timeout", "300",
+                             "--max-iters", str(NODE_ITERS), "--data-root", str(data), "--node-timeout", "300",
                              *node_args.get(rank, ()), stdout=logs[rank],
                              env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
                                   "MASTER_PORT": port, **(env or {})})
@@ -190,14 +194,15 @@ def test_two_nodes_train_together_on_one_split_and_node_0_writes_the_summaries(f
     for rank, (code, output) in results.items():
         assert code == 0, f"node {rank}:\n{output[-3000:]}"
     generated = [out for _, out in results.values() if "generating the synthetic smoke set" in out]
-    assert len(generated) == 1 and "'train_scenes': 3, 'val_scenes': 1" in generated[0]
+    assert len(generated) == 1 and "'train_scenes': 2, 'val_scenes': 1" in generated[0]
     assert "Node 0 (127.0.0.1) evaluates and writes the summaries" in results[1][1]
     summary = json.loads((tmp_path / "out0" / "FlashOCC_R50_cpusmoke_bs4_2p_perf_summary.json").read_text())
     assert summary["rank_size"] == 2 and summary["global_batch"] == 4 and summary["environment"]["nodes"] == 2
     assert not list((tmp_path / "out1").glob("*_summary.json"))
     seen = {rank: [int(x) for x in (indices / f"rank{rank}").read_text().split()] for rank in (0, 1)}
-    assert len(seen[0]) >= 12 and len(seen[1]) >= 12
-    assert not set(seen[0][:12]) & set(seen[1][:12]), "the two nodes' ranks read the same samples"
+    per_rank = NODE_ITERS * 2  # 2 samples a rank
+    assert len(seen[0]) >= per_rank and len(seen[1]) >= per_rank
+    assert not set(seen[0][:per_rank]) & set(seen[1][:per_rank]), "the two nodes' ranks read the same samples"
 
 
 def test_a_node_that_fails_before_torchrun_stops_the_other_with_the_cause(flashocc_root, tmp_path):
