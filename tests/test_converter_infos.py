@@ -134,8 +134,7 @@ def train_env() -> dict[str, str]:
     """One CPU process, as the kit's smoke run sets up its ranks (FLASHOCC_DEVICE=cpu, no GPUs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASHOCC_", "LOCAL_RANK", "RANK",
                                                                    "WORLD_SIZE", "MASTER_"))}
-    env.update({"FLASHOCC_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2",
-                "MKL_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"})
+    env.update({"FLASHOCC_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"})  # threads: the caller's
     return env
 
 

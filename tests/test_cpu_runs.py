@@ -71,6 +71,9 @@ if any(a.endswith("train.py") for a in sys.argv):
 FORMAT_CALLS = re.compile(r"\[test\] rank (\d+): config formatted (\d+) times")
 
 
+PERF_ITERS = 10  # the default profile window's 5 warm-up and 5 recorded steps, no more
+
+
 @pytest.fixture(scope="module")
 def perf_run(flashocc_root, tmp_path_factory):
     """The perf script's smoke run, profiled too (steps 6-10): one real run serves the perf, gate, profile,
@@ -78,8 +81,8 @@ def perf_run(flashocc_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("perf")
     before = tracked_changes(flashocc_root)
     env = {**run_env(), "PYTHONPATH": sitecustomize_pythonpath(out / "site", FORMAT_COUNT_SITECUSTOMIZE)}
-    proc = subprocess.Popen(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", "12", "--profile",
-                             "--work-dir", str(out / "work"), "--output-dir", str(out / "output")],
+    proc = subprocess.Popen(["bash", "test/train_8p_flashocc_r50_perf.sh", "--smoke", "--max-iters", str(PERF_ITERS),
+                             "--profile", "--work-dir", str(out / "work"), "--output-dir", str(out / "output")],
                             cwd=flashocc_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     tree: list = []
 
@@ -114,7 +117,7 @@ def test_perf_script_trains_on_cpu_with_two_ranks(perf_run, flashocc_root):
     assert summary["global_batch"] == 4 and summary["step_time_s"]["mean"] > 0
     fields = dict(line.split(" = ", 1) for line in (out / "output" / f"{PERF_CASE}.log").read_text().splitlines())
     assert fields["RankSize"] == "2" and float(fields["ActualFPS"]) > 0 and float(fields["ActualLoss"]) > 0
-    assert "iter_12.pth" in os.listdir(out / "work")
+    assert f"iter_{PERF_ITERS}.pth" in os.listdir(out / "work")
     assert tracked_changes(flashocc_root) == before  # no source or config file edited
     # tools/train.py decides pinned host memory by device: none on the CPU (there is no device copy to speed up)
     assert "data loader pin_memory: False" in proc.stdout
@@ -132,7 +135,7 @@ def test_only_rank_0_formats_the_config(perf_run):
     proc, out, _, _ = perf_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert dict(FORMAT_CALLS.findall(proc.stdout + proc.stderr)) == {"0": "3", "1": "0"}, proc.stderr[-2000:]
-    meta = torch.load(out / "work" / "iter_12.pth", map_location="cpu", weights_only=False)["meta"]
+    meta = torch.load(out / "work" / f"iter_{PERF_ITERS}.pth", map_location="cpu", weights_only=False)["meta"]
     assert meta["config"] == (out / "work" / Path(SMOKE_CONFIG).name).read_text()  # what rank 0 dumped, as before
     assert "data_root = " in meta["config"]
 

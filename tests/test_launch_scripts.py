@@ -28,8 +28,8 @@ from pathlib import Path
 argv = sys.argv[1:]
 with open(os.environ["STANDIN_RECORD"], "a") as fh:
     fh.write(json.dumps({{"argv": argv, "cwd": os.getcwd(), "env": {{k: os.environ.get(k) for k in
-        ("FLASHOCC_DEVICE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "PYTHONPATH", "TASK_QUEUE_ENABLE",
-         "COMBINED_ENABLE", "HCCL_IF_IP", "FLASHOCC_PROFILE", "FLASHOCC_EMULATE_NPU")}}}}) + "\n")
+        ("FLASHOCC_DEVICE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH",
+         "TASK_QUEUE_ENABLE", "COMBINED_ENABLE", "HCCL_IF_IP", "FLASHOCC_PROFILE", "FLASHOCC_EMULATE_NPU")}}}}) + "\n")
 script = next(a for a in argv if a.endswith(".py"))
 fail = os.environ.get("STANDIN_FAIL", "")
 if fail and script.endswith(fail.split(":")[0]):
@@ -268,22 +268,40 @@ def test_a_failed_run_exits_non_zero_with_its_cause_and_the_log_tail(launch, fla
         [line for line in before.splitlines() if "work_dirs" not in line]
 
 
-def test_smoke_flag_selects_the_cpu_smoke_configuration(launch, flashocc_tree):
+def mark_smoke_set_generated(flashocc_tree: Path) -> None:
+    """The stand-in tree's smoke set as if generated before: a smoke launch reuses it instead of making one."""
     from flashocc_kit.synth.generate import FORMAT_VERSION
     from flashocc_kit.synth.options import SynthOptions
     from flashocc_kit.synth.target import MARKER
     from flashocc_kit.training.run import SMOKE_CONFIG, SMOKE_DATA, read_config
 
-    data = flashocc_tree / read_config(flashocc_tree, SMOKE_CONFIG).data_root  # generated before: the run reuses it
+    data = flashocc_tree / read_config(flashocc_tree, SMOKE_CONFIG).data_root
     data.mkdir(parents=True)
     (data / MARKER).write_text(json.dumps({"parameters": SynthOptions(**SMOKE_DATA).parameters(),
                                            "format_version": FORMAT_VERSION}))
+
+
+def test_smoke_flag_selects_the_cpu_smoke_configuration(launch, flashocc_tree):
+    mark_smoke_set_generated(flashocc_tree)
     proc, calls = launch("train_8p_flashocc_r50_perf.sh", "--max-iters", "5", env={"FLASHOCC_SMOKE": "1"})
     assert proc.returncode == 0, proc.stderr
     call = calls[0]
     assert "projects/configs/flashocc/flashocc-r50-smoke.py" in call["argv"]
     assert torchrun_options(call["argv"])["nproc_per_node"] == "2"
     assert call["env"]["FLASHOCC_DEVICE"] == "cpu" and call["env"]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_cpu_ranks_share_the_cores_unless_the_caller_set_a_thread_count(launch, flashocc_tree):
+    from flashocc_kit.hostinfo import usable_cpus
+
+    mark_smoke_set_generated(flashocc_tree)
+    args = ("train_8p_flashocc_r50_perf.sh", "--smoke", "--num-npu", "1", "--max-iters", "5")
+    proc, calls = launch(*args, env={"OMP_NUM_THREADS": "", "MKL_NUM_THREADS": ""})  # empty: as if unset
+    assert proc.returncode == 0, proc.stderr
+    assert (calls[0]["env"]["OMP_NUM_THREADS"], calls[0]["env"]["MKL_NUM_THREADS"]) == (str(usable_cpus()),) * 2
+    proc, calls = launch(*args, env={"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"})  # as CI sets one
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0]["env"]["OMP_NUM_THREADS"] == "3"
 
 
 def test_bad_options_are_refused_before_anything_runs(launch):

@@ -43,15 +43,16 @@ def test_command(run: Run, checkpoint: Path, results: Path) -> list[str]:
             "--tmpdir", str(run.work_dir / ".eval_tmp"), "--cfg-options", *opts]
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PROFILE_ENV = "FLASHOCC_PROFILE"  # read by the port's tools/train.py: StepProfilerHook's settings
 
 
 def rank_environment(run: Run) -> dict[str, str]:
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(run.flashocc), os.environ.get("PYTHONPATH")])),
            "PYTHONUNBUFFERED": "1"}
-    if run.smoke or run.emulate_npu:  # the ranks compute on this CPU: share its cores
-        cores = str(max(1, usable_cpus() // run.devices))
-        env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": cores, "MKL_NUM_THREADS": cores})
+    if run.smoke or run.emulate_npu:  # the ranks compute on this CPU: share its cores, unless told how many threads
+        cores = str(max(1, usable_cpus() // run.devices))  # (a thread count set by the caller, as CI sets one, stays)
+        env.update({"CUDA_VISIBLE_DEVICES": "", **{var: os.environ.get(var) or cores for var in THREAD_VARS}})
     if run.emulate_npu:  # the NPU job as on the cluster, its Ascend run-time settings included
         env.update({EMULATE_ENV: "1", "FLASHOCC_DEVICE": "npu",
                     **{k: v for k, v in ascend.RUNTIME_ENV.items() if k not in os.environ}})
