@@ -338,13 +338,18 @@ def _in_smoke_accuracy(item) -> bool:
     return item.nodeid.split("::")[0].endswith(SMOKE_ACCURACY)
 
 
+def _reads_the_smoke_run(item) -> bool:
+    return _in_smoke_accuracy(item) and "smoke_accuracy_run" in item.fixturenames
+
+
 def pytest_collection_modifyitems(items: list) -> None:
-    """The smoke accuracy tests last: the other tests do not wait for its training, which then has every core."""
-    items.sort(key=_in_smoke_accuracy)  # stable: the rest keep their order
+    """The tests that read the smoke accuracy training last: the other tests do not wait for it, and it then has
+    every core. (Its file's other tests run in their place, not in the tail where one core may be all that works.)"""
+    items.sort(key=_reads_the_smoke_run)  # stable: the rest keep their order
 
 
 def pytest_collection_finish(session) -> None:
-    wanted = any(_in_smoke_accuracy(item) and "smoke_accuracy_run" in item.fixturenames for item in session.items)
+    wanted = any(_reads_the_smoke_run(item) for item in session.items)
     if not wanted or session.config.option.collectonly:
         return
     try:
