@@ -265,7 +265,9 @@ def single_node_env() -> dict[str, str]:
 # The shared short run (and the runs compared with it): 16 training samples, 4 iterations an epoch on 2 ranks x 2, the
 # fewest that still leave a resume test room to kill a run mid-epoch and a profiler its 3 warm-up and 5 recorded steps
 # over two epochs; evaluated on one val scene (8 samples). Each sample fewer is CI time saved in every cell.
-SHORT_RUN = {"train_samples": 16, "val_samples": 8, "iters_per_epoch": 4, "epochs": 2}
+SHORT_RUN = {"train_samples": 16, "val_samples": 8, "epochs": 2}
+SHORT_RUN["iters_per_epoch"] = SHORT_RUN["train_samples"] // (2 * 2)  # 2 ranks x 2 samples
+SHORT_RUN["iterations"] = SHORT_RUN["iters_per_epoch"] * SHORT_RUN["epochs"]
 
 
 @pytest.fixture(scope="session")

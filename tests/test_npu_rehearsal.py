@@ -35,7 +35,7 @@ KERNELS = re.compile(r"\[npu emulator\] rank (\d+) \(pid \d+\): mx_driving\._C k
 # round losses to 5 decimals. 1e-3 relative leaves room for other CPUs' kernels, and still catches a real
 # difference (a wrong kernel, a patch computing something else, a missed step), which moves losses by percents.
 LOSS_RTOL = 1e-3
-ITERATIONS = SHORT_RUN["iters_per_epoch"] * SHORT_RUN["epochs"]  # of the shared short run and its rehearsal
+ITERATIONS = SHORT_RUN["iterations"]  # of the shared short run and its rehearsal
 
 
 @pytest.fixture(scope="module")

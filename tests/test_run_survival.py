@@ -96,7 +96,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_weights_and_lo
     assert summary["resumed"]["from"] == str(work / "epoch_1.pth")
     legs = summary["resumed"]["legs"]
     assert len(legs) == 2 and summary["e2e_training_time_s"] == pytest.approx(sum(leg["seconds"] for leg in legs))
-    assert summary["last_iter"] == SHORT_RUN["iters_per_epoch"] * SHORT_RUN["epochs"]
+    assert summary["last_iter"] == SHORT_RUN["iterations"]
     assert any("legs joined" in n for n in summary["notes"])
 
 
